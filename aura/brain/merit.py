@@ -77,6 +77,7 @@ class MeritBoard:
         expert_rewards: jax.Array,
         counts: jax.Array,
         momentum: float | jax.Array,
+        active_mask: jax.Array | None = None,
     ) -> MeritState:
         """Folds one batch of per-expert rewards into the state.
 
@@ -86,6 +87,8 @@ class MeritBoard:
           counts: `[E]` tokens (or examples) each expert received; > 0 means observed.
           momentum: merit EMA momentum in [0, 1): `merit = m * merit + (1 - m) * reward`.
             An expert's first observation sets its merit to the reward.
+          active_mask: optional boolean `[E]`; the Exp3 importance weights use the
+            probabilities over these experts (pass the mask `select`/`routing_bias` used).
 
         Returns:
           The updated state; unobserved experts keep their merit and UCB statistics.
@@ -98,8 +101,8 @@ class MeritBoard:
         ema = momentum * state.merit + (1.0 - momentum) * rewards
         merit = jnp.where(seen, jnp.where(state.pulls > 0, ema, rewards), state.merit)
         frac = counts / jnp.maximum(counts.sum(), 1.0)  # f_i: share of the batch
-        p = self.probabilities(state)
-        x_hat = jnp.where(seen, rewards * frac / p, 0.0)  # importance-weighted reward
+        p = self.probabilities(state, active_mask)  # 0 for masked experts: they learn nothing
+        x_hat = jnp.where(seen & (p > 0), rewards * frac / jnp.maximum(p, 1e-12), 0.0)
         log_w = state.log_weights + self.exp3_gamma * x_hat / self.num_experts
         log_w = log_w - log_w.max()  # keep exp() in range; probabilities are unchanged
         return MeritState(
@@ -110,13 +113,19 @@ class MeritBoard:
             rounds=state.rounds + 1.0,
         )
 
-    def observe(self, state: MeritState, arm: jax.Array | int, reward: jax.Array) -> MeritState:
+    def observe(
+        self,
+        state: MeritState,
+        arm: jax.Array | int,
+        reward: jax.Array | float,
+        active_mask: jax.Array | None = None,
+    ) -> MeritState:
         """One classic bandit round: only `arm` was pulled and paid `reward` in [0, 1].
 
         Merit moves with momentum 0.9.
         """
         one_hot = jax.nn.one_hot(arm, self.num_experts, dtype=jnp.float32)
-        return self.update(state, one_hot * reward, one_hot, 0.9)
+        return self.update(state, one_hot * reward, one_hot, 0.9, active_mask)
 
     def probabilities(self, state: MeritState, active_mask: jax.Array | None = None) -> jax.Array:
         """Exp3 distribution `(1 - gamma) w_i / sum(w) + gamma / K` over the active arms."""

@@ -254,7 +254,7 @@ def kwta(
         tiebreak = lax.stop_gradient(tiebreak.astype(scores.dtype))
     hard, tau = _kwta_hard(lax.stop_gradient(scores), k, temperature, tiebreak)
     soft = jax.nn.sigmoid((scores - tau) / temperature)
-    return hard + soft - lax.stop_gradient(soft)
+    return hard + (soft - lax.stop_gradient(soft))
 
 
 class SpikingAttention(nn.Module):

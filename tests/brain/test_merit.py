@@ -130,3 +130,13 @@ def test_errors():
         board.update(board.init(), jnp.zeros(3), jnp.ones(3), 1.5)
     with pytest.raises(ValueError, match="exp3_gamma=0.0"):
         MeritBoard(3, exp3_gamma=0.0)
+
+
+def test_exp3_masked_update_uses_masked_probabilities():
+    board = MeritBoard(3, exp3_gamma=0.3)
+    mask = jnp.array([1, 1, 0], bool)
+    s = board.observe(board.init(), 0, 1.0, mask)
+    # Over the 2 active arms p = 0.5 each, so x_hat = 2 and log w_0 = gamma * 2 / K.
+    np.testing.assert_allclose(s.log_weights[0] - s.log_weights[1], 0.3 * 2 / 3, rtol=1e-6)
+    s = board.observe(s, 2, 1.0, mask)  # a masked arm's reward cannot move Exp3
+    np.testing.assert_allclose(s.log_weights[2] - s.log_weights[1], 0.0, atol=1e-7)
