@@ -34,10 +34,15 @@ def run(argv: list[str]) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
         sys.exit(2)
-    from absl import app
+    from absl import app, logging
 
     module = importlib.import_module(COMMANDS[name][0])
-    app.run(module.main, argv=[f"aura.build {name}", *argv[2:]])
+    rest = argv[2:]
+    if not any(a.startswith(("--verbosity", "-v")) for a in rest):
+        # orbax logs every save at INFO through absl; keep the console to AURA's own lines.
+        rest = ["--verbosity=-1", *rest]
+    logging.set_verbosity(logging.WARNING)
+    app.run(module.main, argv=[f"aura.build {name}", *rest])
 
 
 if __name__ == "__main__":

@@ -99,10 +99,10 @@ def capacity_dispatch(
     x_pad = jnp.concatenate([x, jnp.zeros((1, D), x.dtype)], axis=0)  # [N+1, D]
     x_buf = x_pad[token_of_slot].reshape(E, C, D)  # [E, C, D]
     y_buf = run_batched(x_buf)  # [E, C, O]
-    O = y_buf.shape[-1]
-    y_flat = jnp.concatenate([y_buf.reshape(E * C, O), jnp.zeros((1, O), y_buf.dtype)])
+    out = y_buf.shape[-1]
+    y_flat = jnp.concatenate([y_buf.reshape(E * C, out), jnp.zeros((1, out), y_buf.dtype)])
     y_pairs = y_flat[slot] * jnp.where(kept, w, 0.0).astype(y_buf.dtype)[:, None]  # [P, O]
-    y = y_pairs.reshape(-1, N, O).sum(axis=0)  # [K, N, O] -> [N, O]
+    y = y_pairs.reshape(-1, N, out).sum(axis=0)  # [K, N, O] -> [N, O]
     n_ok = jnp.maximum(jnp.sum(ok), 1)
     load = jnp.sum(onehot[:, :E], axis=0) / n_ok
     dropped = jnp.sum(ok & ~kept) / n_ok

@@ -60,12 +60,12 @@ class MLPExperts(nn.Module):
 
     def setup(self):
         E, D, F = self.num_experts, self.in_dim, self.hidden_dim
-        O = self.out_dim or D
+        out = self.out_dim or D
         kinit = _stacked_init(nn.initializers.lecun_normal())
         self.w1 = self.param("w1", kinit, (E, D, F), self.param_dtype)
         self.b1 = self.param("b1", nn.initializers.zeros, (E, F), self.param_dtype)
-        self.w2 = self.param("w2", kinit, (E, F, O), self.param_dtype)
-        self.b2 = self.param("b2", nn.initializers.zeros, (E, O), self.param_dtype)
+        self.w2 = self.param("w2", kinit, (E, F, out), self.param_dtype)
+        self.b2 = self.param("b2", nn.initializers.zeros, (E, out), self.param_dtype)
 
     def _params(self, freeze):
         p = {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
@@ -112,15 +112,15 @@ class Conv1DExperts(nn.Module):
 
     def setup(self):
         E, D, H, W = self.num_experts, self.in_dim, self.channels, self.kernel_size
-        O = self.out_dim or D
+        out = self.out_dim or D
         kinit = _stacked_init(nn.initializers.lecun_normal())
         zeros = nn.initializers.zeros
         self.conv = self.param("conv", kinit, (E, W, H), self.param_dtype)
         self.conv_b = self.param("conv_b", zeros, (E, H), self.param_dtype)
         self.read = self.param("read", kinit, (E, H, 1), self.param_dtype)
         self.read_b = self.param("read_b", zeros, (E, D), self.param_dtype)
-        self.mix = self.param("mix", kinit, (E, D, O), self.param_dtype)
-        self.mix_b = self.param("mix_b", zeros, (E, O), self.param_dtype)
+        self.mix = self.param("mix", kinit, (E, D, out), self.param_dtype)
+        self.mix_b = self.param("mix_b", zeros, (E, out), self.param_dtype)
 
     def _params(self, freeze):
         names = ("conv", "conv_b", "read", "read_b", "mix", "mix_b")

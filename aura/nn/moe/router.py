@@ -77,7 +77,8 @@ class RoutingControls:
             if top_k > routable:
                 raise ValueError(
                     f"top_k = {top_k} is larger than the {routable} routable experts "
-                    f"({active} active, {int(np.sum(inactive))} pruned); activate more or lower top_k"
+                    f"({active} active, {int(np.sum(inactive))} pruned); "
+                    "activate more experts or lower top_k"
                 )
         if bias is None:
             bias = jnp.zeros((num_experts,), jnp.float32)

@@ -1,0 +1,281 @@
+"""Training metrics: a JSONL log, TensorBoard scalars, a compact console line and a progress bar.
+
+`MetricsLogger` appends one JSON object per `log` call to `<workdir>/metrics.jsonl` (flushed at
+once, so a killed run keeps everything it logged) and mirrors the numbers to TensorBoard through
+tensorboardX (`<workdir>/tb`, no TensorFlow needed). Only process 0 writes; every other process
+gets a logger whose calls do nothing, so a multi-host loop can call it unconditionally.
+
+`format_line` renders one console line per log interval and `progress` wraps tqdm, switched off
+when stderr is not a terminal or on processes other than 0.
+
+JSON records are flat: `{"step": 12, "time": 1712.3, "train/loss": 0.41, "train/util": [...]}`
+where the key is `<prefix>/<name>` (or `<name>` without prefix) and `time` is the Unix time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MetricsLogger", "format_line", "progress", "to_jsonable"]
+
+# Arrays up to this many elements are logged as JSON lists; larger ones as a summary.
+MAX_JSON_ARRAY = 4096
+# 1-D arrays up to this many elements go to TensorBoard as one scalar per element (`name/i`).
+MAX_TB_SCALARS = 256
+
+
+def _float(x: float) -> float | None:
+    # JSON has no NaN/Infinity; a null reads as "not a number" in every parser.
+    return x if math.isfinite(x) else None
+
+
+def to_jsonable(value: Any) -> Any:
+    """Converts numbers, numpy/jax scalars and arrays and containers to plain JSON values.
+
+    Non-finite floats become `None`; arrays with more than `MAX_JSON_ARRAY` elements become a
+    summary dict (shape, dtype, mean, min, max); mappings keep their (stringified) keys.
+
+    Args:
+      value: any Python, numpy or jax value.
+
+    Returns:
+      A value `json.dumps` accepts with `allow_nan=False`.
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic) or hasattr(value, "__array__"):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            if arr.ndim == 0:
+                return to_jsonable(arr.item())
+            if arr.size > MAX_JSON_ARRAY:
+                a = arr.astype(np.float32)
+                return {
+                    "shape": list(arr.shape),
+                    "dtype": str(arr.dtype),
+                    "mean": _float(float(a.mean())),
+                    "min": _float(float(a.min())),
+                    "max": _float(float(a.max())),
+                }
+            return to_jsonable(arr.tolist())
+        if arr.ndim == 0:
+            return str(arr.item())
+    return str(value)
+
+
+def _resolve_process_index(process_index: int | None) -> int:
+    if process_index is not None:
+        return int(process_index)
+    import jax  # Deferred: only a multi-host caller that omits the index needs jax here.
+
+    return jax.process_index()
+
+
+class MetricsLogger:
+    """Writes metrics to `<workdir>/metrics.jsonl` and TensorBoard, on process 0 only.
+
+    Usable as a context manager; `close()` is idempotent.
+    """
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        process_index: int | None = None,
+        tensorboard: bool = True,
+    ) -> None:
+        """Opens the log files (appending, so a resumed run continues the same files).
+
+        Args:
+          workdir: run directory; created if missing.
+          process_index: this process's index; `None` asks jax. Only process 0 writes.
+          tensorboard: also write TensorBoard event files under `<workdir>/tb`.
+        """
+        self.workdir = Path(workdir)
+        self.active = _resolve_process_index(process_index) == 0
+        self.jsonl_path = self.workdir / "metrics.jsonl"
+        self._file = None
+        self._writer = None
+        if not self.active:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open.
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # Deferred: heavy import (protobuf).
+
+            self._writer = SummaryWriter(str(self.workdir / "tb"))
+
+    def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
+        """Appends one JSON line and writes the numeric values to TensorBoard.
+
+        Args:
+          step: global training step (the x axis in TensorBoard).
+          metrics: name -> number, numpy/jax scalar or small array (e.g. per-expert utilisation),
+            or a nested mapping (flattened to `outer/inner`).
+          prefix: prepended to every name as `prefix/name` (e.g. "train", "eval", "epoch").
+        """
+        if not self.active or self._file is None:
+            return
+        flat = _flatten(metrics, prefix)
+        record = {"step": int(step), "time": round(time.time(), 3)}
+        record.update({k: to_jsonable(v) for k, v in flat.items()})
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for tag, value in flat.items():
+                self._write_tb(tag, value, int(step))
+            self._writer.flush()
+
+    def _write_tb(self, tag: str, value: Any, step: int) -> None:
+        if isinstance(value, str) or value is None:
+            return
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):
+            return
+        if arr.dtype.kind not in "biuf" or arr.size == 0:
+            return
+        arr = arr.astype(np.float32)
+        if arr.ndim == 0:
+            self._writer.add_scalar(tag, float(arr), step)
+        elif arr.ndim == 1 and arr.size <= MAX_TB_SCALARS:
+            for i, v in enumerate(arr):
+                self._writer.add_scalar(f"{tag}/{i}", float(v), step)
+        else:
+            self._writer.add_histogram(tag, arr.reshape(-1), step)  # [any] -> [N]
+
+    def close(self) -> None:
+        """Flushes and closes the files."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        name = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name))
+        else:
+            out[name] = v
+    return out
+
+
+# Console names: long metric names shown short.
+_SHORT = {
+    "accuracy": "acc",
+    "gate_entropy": "H",
+    "entropy": "H",
+    "utilisation": "util",
+    "utilization": "util",
+}
+# Durations shown as "12.3s" without a name; other keys ending in "_s" keep theirs.
+_TIME_KEYS = ("time", "seconds", "wall", "wall_s", "epoch_s", "epoch_time", "elapsed", "dt")
+
+
+def _fmt_number(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.4g}"
+
+
+def format_line(metrics: Mapping[str, Any]) -> str:
+    """Renders metrics as one compact console line.
+
+    `epoch 3 | loss 0.123 | acc 98.1% | H 1.23 | util [0.31 0.40 0.29] | 12.3s`: integers as
+    they are, names containing "acc" as a percentage (fractions in [0, 1] are scaled by 100),
+    vectors as `[a b c]` with two decimals (integers as they are), durations (`time`, `wall_s`,
+    `epoch_s`, ...) as seconds without a name, other `*_s` keys as seconds, other floats with 4
+    significant digits; "accuracy" in a name is shortened to "acc".
+
+    Args:
+      metrics: name -> value (numbers, numpy/jax scalars, 1-D arrays, strings).
+
+    Returns:
+      The line, without a newline.
+    """
+    parts = []
+    for key, value in metrics.items():
+        name = _SHORT.get(key, key.replace("accuracy", "acc"))
+        if isinstance(value, str) or value is None:
+            parts.append(f"{name} {value}")
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            parts.append(f"{name} {value}")
+        elif arr.ndim >= 1:
+            fmt = "{:d}" if arr.dtype.kind in "biu" else "{:.2f}"
+            parts.append(f"{name} [{' '.join(fmt.format(v) for v in arr.reshape(-1).tolist())}]")
+        elif arr.dtype.kind in "biu":
+            parts.append(f"{name} {int(arr)}")
+        elif key in _TIME_KEYS:
+            parts.append(f"{float(arr):.1f}s")
+        elif key.endswith("_s"):
+            parts.append(f"{name} {float(arr):.1f}s")
+        elif "acc" in key.lower():
+            pct = float(arr) * 100.0 if 0.0 <= float(arr) <= 1.0 else float(arr)
+            parts.append(f"{name} {pct:.1f}%")
+        else:
+            parts.append(f"{name} {_fmt_number(float(arr))}")
+    return " | ".join(parts)
+
+
+def progress(
+    iterable: Iterable[Any],
+    total: int | None = None,
+    desc: str | None = None,
+    enabled: bool | None = None,
+    *,
+    process_index: int | None = None,
+) -> Iterable[Any]:
+    """Wraps an iterable in a tqdm progress bar on stderr.
+
+    Args:
+      iterable: what to iterate over.
+      total: number of items, when `len(iterable)` is not defined.
+      desc: label shown before the bar.
+      enabled: force the bar on or off; `None` enables it only when stderr is a terminal and
+        this is process 0.
+      process_index: this process's index; `None` asks jax (only when `enabled` is `None`).
+
+    Returns:
+      A tqdm iterator (a pass-through when disabled; `.disable` tells which).
+    """
+    from tqdm import tqdm  # Deferred: only loops that show a bar need it.
+
+    if enabled is None:
+        isatty = getattr(sys.stderr, "isatty", None)
+        enabled = bool(isatty and isatty()) and _resolve_process_index(process_index) == 0
+    return tqdm(
+        iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True
+    )
