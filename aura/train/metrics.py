@@ -214,7 +214,7 @@ def format_line(metrics: Mapping[str, Any]) -> str:
 
     `epoch 3 | loss 0.123 | acc 98.1% | H 1.23 | util [0.31 0.40 0.29] | 12.3s`: integers as
     they are, names containing "acc" as a percentage (fractions in [0, 1] are scaled by 100),
-    vectors as `[a b c]` with two decimals (integers as they are), durations (`time`, `wall_s`,
+    vectors as `[a b c]` with two decimals (integers as they are; None/NaN as "-"), durations (`time`, `wall_s`,
     `epoch_s`, ...) as seconds without a name, other `*_s` keys as seconds, other floats with 4
     significant digits; "accuracy" in a name is shortened to "acc".
 
@@ -230,12 +230,15 @@ def format_line(metrics: Mapping[str, Any]) -> str:
         if isinstance(value, str) or value is None:
             parts.append(f"{name} {value}")
             continue
+        if isinstance(value, list | tuple) and any(v is None for v in value):
+            value = [np.nan if v is None else v for v in value]  # shown as "-"
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             parts.append(f"{name} {value}")
         elif arr.ndim >= 1:
             fmt = "{:d}" if arr.dtype.kind in "biu" else "{:.2f}"
-            parts.append(f"{name} [{' '.join(fmt.format(v) for v in arr.reshape(-1).tolist())}]")
+            cells = [fmt.format(v) if v == v else "-" for v in arr.reshape(-1).tolist()]
+            parts.append(f"{name} [{' '.join(cells)}]")
         elif arr.dtype.kind in "biu":
             parts.append(f"{name} {int(arr)}")
         elif key in _TIME_KEYS:

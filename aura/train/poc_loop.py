@@ -83,7 +83,11 @@ def evaluate(eval_step, params, images, labels, controls, batch: int = 1000) -> 
     n = sums["count"]
     return dict(
         accuracy=float(sums["correct"] / n),
-        routed_accuracy=(sums["routed_correct"] / np.maximum(sums["routed_count"], 1)).tolist(),
+        # None for an expert that was nobody's top-1 choice (no accuracy to speak of).
+        routed_accuracy=[
+            float(c / k) if k > 0 else None
+            for c, k in zip(sums["routed_correct"], sums["routed_count"], strict=True)
+        ],
         utilisation=(sums["load"] / n).tolist(),
         gate_entropy=float(sums["gate_entropy"] / n),
     )

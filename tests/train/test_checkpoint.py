@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 import aura
 from aura.train import checkpoint as ck
+from aura.train import expert_ckpt
 from aura.train.checkpoint import CheckpointError, TrainCheckpointer
 
 # After a failed read of damaged files, orbax's reader thread may report "Event loop is closed"
@@ -298,7 +299,7 @@ def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
         raise _Crash
 
     with monkeypatch.context() as m:
-        m.setattr(ck.json, "dump", die)
+        m.setattr(expert_ckpt.json, "dump", die)
         with pytest.raises(_Crash):
             ck.save_expert(path, new, {"step": 2})
     params, manifest = ck.load_expert(path)
@@ -306,7 +307,7 @@ def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
     _assert_tree_equal(params, jax.tree.map(np.asarray, old))
 
     # 2. Dies between moving the old directory aside and moving the new one in.
-    real_rename, calls = ck._rename, []
+    real_rename, calls = expert_ckpt._rename, []
 
     def rename_then_die(src, dst):
         calls.append(dst)
@@ -315,7 +316,7 @@ def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
         real_rename(src, dst)
 
     with monkeypatch.context() as m:
-        m.setattr(ck, "_rename", rename_then_die)
+        m.setattr(expert_ckpt, "_rename", rename_then_die)
         with pytest.raises(_Crash):
             ck.save_expert(path, new, {"step": 2})
     assert not path.exists()
