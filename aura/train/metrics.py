@@ -214,9 +214,9 @@ def format_line(metrics: Mapping[str, Any]) -> str:
 
     `epoch 3 | loss 0.123 | acc 98.1% | H 1.23 | util [0.31 0.40 0.29] | 12.3s`: integers as
     they are, names containing "acc" as a percentage (fractions in [0, 1] are scaled by 100),
-    vectors as `[a b c]` with two decimals (integers as they are; None/NaN as "-"), durations (`time`, `wall_s`,
-    `epoch_s`, ...) as seconds without a name, other `*_s` keys as seconds, other floats with 4
-    significant digits; "accuracy" in a name is shortened to "acc".
+    vectors as `[a b c]` with two decimals (integers as they are; None/NaN as "-"), durations
+    (`time`, `wall_s`, `epoch_s`, ...) as seconds without a name, other `*_s` keys as seconds,
+    other floats with 4 significant digits; "accuracy" in a name is shortened to "acc".
 
     Args:
       metrics: name -> value (numbers, numpy/jax scalars, 1-D arrays, strings).
