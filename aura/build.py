@@ -14,6 +14,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("aura.commands.demo", "the main job on embedded data (what `make demo` runs)"),
     "mnist": ("aura.commands.mnist", "MNIST expert POC: LiquidMoE with growth and routing"),
+    "continual": ("aura.commands.continual", "Split-MNIST in sequence: growth, freezing, gates"),
+    "corpus": ("aura.commands.corpus", "build the embedded text + instruction corpus"),
+    "tokenizer": ("aura.commands.tokenizer", "train a SentencePiece tokenizer on a text directory"),
+    "pretrain": ("aura.commands.pretrain", "instruction pretraining of the language adapter"),
+    "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
 }
 
 

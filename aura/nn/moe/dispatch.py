@@ -37,14 +37,16 @@ class DispatchStats(NamedTuple):
 
 
 def resolve_mode(mode: str) -> str:
-    """Maps ``"auto"`` to ``"capacity"`` on CPU and ``"ragged"`` on GPU/TPU.
+    """Maps ``"auto"`` to ``"ragged"`` on CUDA/ROCm/TPU and ``"capacity"`` elsewhere.
 
     ``"dense"`` (compute every expert, ``reference.py``) is accepted for tests and baselines.
     """
     if mode not in DISPATCH_MODES:
         raise ValueError(f"dispatch = {mode!r}; valid values: {', '.join(DISPATCH_MODES)}")
     if mode == "auto":
-        return "capacity" if jax.default_backend() == "cpu" else "ragged"
+        # ragged_dot is a grouped-matmul kernel on CUDA/ROCm/TPU; elsewhere (CPU, Apple Metal
+        # plugins) it is not, or may be missing, so the capacity buffer is the safe fast path.
+        return "ragged" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "capacity"
     return mode
 
 

@@ -1,0 +1,84 @@
+"""``python -m aura.build pretrain``: instruction pretraining of the SelfTeachingAdapter.
+
+    python -m aura.build pretrain --jsonl data/instruct.jsonl --spm_model tok/spiece.model \
+        --steps 300 --batch_size 16 --accumulate_steps 1 --max_len 128 --dtype f32 \
+        --ckpt_out checkpoints/lm [--config configs/pretrain.py:demo] [--pmap --per_device_batch 4]
+
+Records ``{instruction, input, output}`` are formatted with <INST>/<INP>/<RESP>/<SEP> and the
+loss is masked to the response. Rerunning the same command resumes from ``--ckpt_out``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from aura.commands.common import emit_result, guarded, validated
+from aura.commands.distributed import maybe_initialize_distributed
+
+_PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", f"{os.path.normpath(_PRESETS)}:demo", "config preset")
+flags.DEFINE_string("jsonl", None, "instruction JSONL file or directory", required=True)
+flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)", required=True)
+flags.DEFINE_string("ckpt_out", "checkpoints/lm", "checkpoints, metrics and TensorBoard")
+flags.DEFINE_integer("steps", None, "optimizer steps (default: the preset's)")
+flags.DEFINE_integer("batch_size", None, "global batch per micro-step")
+flags.DEFINE_integer("accumulate_steps", None, "micro-batches per optimizer step")
+flags.DEFINE_integer("max_len", None, "tokens kept per example")
+flags.DEFINE_integer("pad_to", None, "pad examples to this length (>= max_len)")
+flags.DEFINE_enum("dtype", None, ["bf16", "f32"], "compute dtype (master weights stay f32)")
+flags.DEFINE_float("lr", None, "peak learning rate")
+flags.DEFINE_integer("seed", 0, "random seed")
+flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not jax.pmap)")
+flags.DEFINE_integer("per_device_batch", None, "with --pmap: batch per device")
+flags.DEFINE_enum("on_bad_record", "skip", ["skip", "fail"], "corrupt JSONL lines")
+flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
+
+
+def build_config():
+    import jax
+
+    from aura.train.lm_loop import PretrainConfig
+
+    c = FLAGS.config
+    model = c.model
+    if FLAGS.dtype:
+        model.dtype = {"bf16": "bfloat16", "f32": "float32"}[FLAGS.dtype]
+    mesh = dict(c.mesh)
+    batch = FLAGS.batch_size or c.batch_size
+    if FLAGS.pmap:
+        mesh = {"data": -1, "fsdp": 1, "expert": 1}
+        if FLAGS.per_device_batch:
+            batch = FLAGS.per_device_batch * jax.device_count()
+    return PretrainConfig(
+        jsonl=FLAGS.jsonl,
+        spm_model=FLAGS.spm_model,
+        ckpt_out=FLAGS.ckpt_out,
+        model=model,
+        steps=FLAGS.steps or c.steps,
+        batch_size=batch,
+        accumulate_steps=FLAGS.accumulate_steps or c.accumulate_steps,
+        max_len=FLAGS.max_len or c.max_len,
+        pad_to=FLAGS.pad_to,
+        lr=FLAGS.lr or c.lr,
+        warmup=c.warmup,
+        seed=FLAGS.seed,
+        log_every=c.log_every,
+        save_every=c.save_every,
+        on_bad_record=FLAGS.on_bad_record,
+        mesh=mesh,
+        tensorboard=FLAGS.tensorboard,
+    )
+
+
+def main(argv):
+    del argv
+    maybe_initialize_distributed()
+    cfg = validated(build_config)
+    from aura.train.lm_loop import pretrain
+
+    result = guarded(lambda: validated(lambda: pretrain(cfg)))
+    emit_result(result, None)
