@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 
 import jax
@@ -207,8 +208,8 @@ def load_adapter(ckpt_dir: str, step: int | None = None):
     """
     from aura.train.checkpoint import CheckpointError
 
-    ckpt = TrainCheckpointer(ckpt_dir, read_only=True)
-    if ckpt.latest_step() is None:
+    ckpt = TrainCheckpointer(ckpt_dir, read_only=True) if os.path.isdir(ckpt_dir) else None
+    if ckpt is None or ckpt.latest_step() is None:
         raise CheckpointError(
             f"no checkpoint in {ckpt_dir!r}; train one with python -m aura.build pretrain "
             f"--ckpt_out {ckpt_dir} ..."

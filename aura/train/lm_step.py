@@ -96,7 +96,7 @@ def build_lm_train_step(model: SelfTeachingAdapter, optimizer, loss_cfg=LMLossCo
             "tokens": count,
             "aux_loss": side / A,
             "gate_entropy": ent / A,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return LMState(params, opt_state, state.step + 1), metrics
 

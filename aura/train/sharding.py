@@ -45,9 +45,11 @@ def resolve_mesh_shape(
 ) -> tuple[int, int, int]:
     """Resolves ``{"data": -1, "fsdp": 2, "expert": 1}`` (or a 3-sequence) against a device count.
 
+    Without a ``-1`` the mesh may use fewer devices than there are (the first ones).
+
     Raises:
-      ValueError: more than one ``-1``, a non-positive size, or sizes that do not multiply to
-        the device count (the message names the sizes and the count).
+      ValueError: more than one ``-1``, a non-positive size, or a mesh needing more devices than
+        there are (the message names the sizes and the count).
     """
     if isinstance(shape, dict):
         unknown = set(shape) - set(MESH_AXES)
@@ -70,7 +72,7 @@ def resolve_mesh_shape(
                 f"the {num_devices} devices"
             )
         sizes[sizes.index(-1)] = num_devices // known
-    if math.prod(sizes) != num_devices:
+    if math.prod(sizes) > num_devices:
         raise ValueError(
             f"mesh shape {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} "
             f"devices, but {num_devices} are available"
@@ -82,7 +84,7 @@ def make_mesh(shape: dict[str, int] | Sequence[int] | None = None, devices=None)
     """A ``Mesh`` over ``devices`` (default: all) with axes ``data, fsdp, expert``."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_mesh_shape(shape if shape is not None else {"data": -1}, len(devices))
-    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    grid = np.asarray(devices[: math.prod(sizes)], dtype=object).reshape(sizes)
     return Mesh(grid, MESH_AXES)
 
 
