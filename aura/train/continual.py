@@ -41,8 +41,8 @@ from flax import struct
 from aura.brain.cloning import clone_expert
 from aura.brain.novelty import GateBank, fit_expert_gate, gate_bias, gate_scores
 from aura.data.augment import AffineRange, random_affine
-from aura.data.errors import DataError
-from aura.data.mnist import SPLIT_MNIST_PAIRS, holdout_split, load_digits, split_tasks
+from aura.data.mnist import SPLIT_MNIST_PAIRS
+from aura.data.split_mnist import SplitData, load_split_data
 from aura.nn.moe.core import LiquidMoE
 from aura.nn.moe.router import RoutingControls
 
@@ -98,17 +98,6 @@ class ContinualConfig:
         return self
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitData:
-    """Per-task inputs (f32 [n, 784] in [0, 1]) and digit labels (int32 [n]), one list entry
-    per task. Only the caller holds these; the continual state never does."""
-
-    train_x: list[np.ndarray]
-    train_y: list[np.ndarray]
-    eval_x: list[np.ndarray]
-    eval_y: list[np.ndarray]
-
-
 @struct.dataclass
 class ContinualState:
     """What the method keeps between tasks: parameters, gates, tasks learned. No images."""
@@ -116,38 +105,6 @@ class ContinualState:
     params: Any
     gates: GateBank
     tasks_learned: int = struct.field(pytree_node=False, default=0)
-
-
-def load_split_data(
-    data: str | None,
-    eval_data: str | None,
-    pairs: Sequence[Sequence[int]] = SPLIT_MNIST_PAIRS,
-    eval_fraction: float = 0.125,
-) -> SplitData:
-    """Loads digits (embedded default, an npz or tfds:) and splits them into tasks.
-
-    Without ``eval_data`` a fixed split ``holdout_split(n, eval_fraction, seed=0)`` is held out.
-
-    Raises:
-      DataError: bad files, or a task without training or evaluation examples.
-    """
-    images, labels = load_digits(data)
-    if eval_data:
-        eval_images, eval_labels = load_digits(eval_data)
-    else:
-        tr, ev = holdout_split(len(labels), eval_fraction, seed=0)
-        images, labels, eval_images, eval_labels = images[tr], labels[tr], images[ev], labels[ev]
-    out: dict[str, list] = {k: [] for k in ("train_x", "train_y", "eval_x", "eval_y")}
-    for split, imgs, labs in (("train", images, labels), ("eval", eval_images, eval_labels)):
-        try:
-            idx = split_tasks(labs, pairs)
-        except DataError as e:
-            raise DataError(f"{split} data: {e}") from e
-        for i in idx:
-            flat = imgs[i].reshape(len(i), -1).astype(np.float32) / np.float32(255.0)  # [n, D]
-            out[f"{split}_x"].append(flat)
-            out[f"{split}_y"].append(labs[i].astype(np.int32))
-    return SplitData(**out)
 
 
 def build_model(cfg: ContinualConfig) -> LiquidMoE:
