@@ -1,37 +1,77 @@
-"""``python -m aura.build demo`` (what ``make demo`` runs): the main job on embedded data, offline.
+"""``python -m aura.build demo`` (what ``make demo`` runs): the main jobs on embedded data, offline.
 
-Trains the MNIST expert POC (conv stem -> phasor map -> spiking attention -> LiquidMoE growing
-1 -> 3 -> 6 experts -> classifier) on the 8,000 embedded digits and evaluates it on held-out
-ones, then says where everything it wrote is. Rerunning resumes (or, if finished, just reports);
-delete ``--workdir`` to train again.
+Each stage is a real command, printed before it runs, so the demo doubles as a tour of the CLI:
+
+1. ``mnist``: the expert POC on the 8,000 embedded digits (experts grow 1 -> 3 -> 6);
+2. ``corpus``: real English text from the standard library's docstrings + an instruction JSONL;
+3. ``tokenizer``: SentencePiece on that text, with the <INST>/<INP>/<RESP>/<SEP> symbols;
+4. ``pretrain``: a small SelfTeachingAdapter (LiquidMoE retrieval + SRWKV core) on the JSONL;
+5. ``chat``: one prompt answered with the recurrent state.
+
+Everything goes under ``--workdir``; rerunning resumes finished or interrupted stages.
 """
 
 from __future__ import annotations
 
-import os
+import shlex
+import subprocess
+import sys
+import time
 
 from absl import flags
 
-from aura.commands.common import emit_result, guarded
-
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "checkpoints/demo/mnist", "where the demo writes its outputs")
-flags.DEFINE_integer("epochs", 15, "training epochs of the MNIST POC")
+flags.DEFINE_string("workdir", "checkpoints/demo", "where the demo writes its outputs")
+flags.DEFINE_integer("mnist_epochs", 6, "epochs of the MNIST POC stage")
+flags.DEFINE_integer("pretrain_steps", 150, "optimizer steps of the pretrain stage")
+flags.DEFINE_string("prompt", "Explain json.dumps", "the chat stage's prompt")
+
+
+def stages(w: str) -> list[tuple[str, list[str]]]:
+    return [
+        (
+            "MNIST expert POC",
+            ["mnist", f"--workdir={w}/mnist", f"--epochs={FLAGS.mnist_epochs}",
+             "--growth_schedule=0:1,2:3,4:6", f"--metrics_out={w}/mnist/result.json"],
+        ),
+        ("embedded corpus", ["corpus", f"--out_dir={w}/corpus"]),
+        (
+            "tokenizer",
+            ["tokenizer", f"--input_dir={w}/corpus/text", f"--out_dir={w}/tokenizer",
+             "--vocab_size=4000", "--model_type=unigram"],
+        ),
+        (
+            "instruction pretraining",
+            ["pretrain", f"--jsonl={w}/corpus/instruct.jsonl",
+             f"--spm_model={w}/tokenizer/spiece.model", f"--ckpt_out={w}/lm",
+             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128"],
+        ),
+        (
+            "chat",
+            ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
+             f"--prompt={FLAGS.prompt}", "--gen_len=48", "--temperature=0.7", "--top_k=40"],
+        ),
+    ]  # fmt: skip
 
 
 def main(argv):
     del argv
-    from aura.train.poc_loop import RunConfig, train
-
-    print(f"AURA demo: MNIST expert POC on the embedded digits -> {FLAGS.workdir}", flush=True)
-    result = guarded(lambda: train(RunConfig(workdir=FLAGS.workdir, epochs=FLAGS.epochs)))
-    emit_result(result, os.path.join(FLAGS.workdir, "result.json"))
     w = FLAGS.workdir
+    t0 = time.time()
+    for i, (title, args) in enumerate(stages(w), start=1):
+        print(f"\n== [{i}/5] {title}\n$ python -m aura.build {shlex.join(args)}", flush=True)
+        t = time.time()
+        code = subprocess.call([sys.executable, "-m", "aura.build", *args])
+        if code:
+            print(f"demo stage '{title}' failed with exit code {code}", file=sys.stderr)
+            sys.exit(code)
+        print(f"-- {title}: {time.time() - t:.0f}s", flush=True)
     print(
-        "\noutputs:\n"
-        f"  result         {w}/result.json\n"
-        f"  metrics        {w}/metrics.jsonl  (TensorBoard: tensorboard --logdir {w}/tb)\n"
-        f"  routing plot   {w}/routing.png\n"
-        f"  checkpoints    {w}/ckpt  (resume: rerun the same command)\n"
-        f"  experts        {w}/hippocampus/expert_<i>  (one orbax checkpoint + manifest each)"
+        f"\nAURA demo finished in {time.time() - t0:.0f}s. Outputs under {w}/:\n"
+        f"  mnist/       result.json, metrics.jsonl, routing.png, tb/, ckpt/, hippocampus/\n"
+        f"  corpus/      text/*.txt, instruct.jsonl, heldout.txt\n"
+        f"  tokenizer/   spiece.model, spiece.vocab\n"
+        f"  lm/          pretrain checkpoints, metrics.jsonl, tb/\n"
+        f"Chat again:  python -m aura.build chat --ckpt {w}/lm "
+        f"--spm_model {w}/tokenizer/spiece.model"
     )
