@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("aura.commands.tokenizer", "train a SentencePiece tokenizer on a text directory"),
     "pretrain": ("aura.commands.pretrain", "instruction pretraining of the language adapter"),
     "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
+    "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
+    "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
 }
 
 

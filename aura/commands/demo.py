@@ -6,7 +6,11 @@ Each stage is a real command, printed before it runs, so the demo doubles as a t
 2. ``corpus``: real English text from the standard library's docstrings + an instruction JSONL;
 3. ``tokenizer``: SentencePiece on that text, with the <INST>/<INP>/<RESP>/<SEP> symbols;
 4. ``pretrain``: a small SelfTeachingAdapter (LiquidMoE retrieval + SRWKV core) on the JSONL;
-5. ``chat``: one prompt answered with the recurrent state.
+5. ``chat``: one prompt answered with the recurrent state;
+6. ``pretrain_zones``: the brain zones (hippocampus experts from stage 1, the language adapter
+   from stage 4, amygdala, thalamus and hypothalamus heads fitted on the corpus);
+7. ``inspect``: a table of every zone checkpoint;
+8. ``chat --ckpt_root``: the same prompt with the zone heads composed into routing.
 
 Everything goes under ``--workdir``; rerunning resumes finished or interrupted stages.
 """
@@ -51,6 +55,20 @@ def stages(w: str) -> list[tuple[str, list[str]]]:
             ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
              f"--prompt={FLAGS.prompt}", "--gen_len=48", "--temperature=0.7", "--top_k=40"],
         ),
+        (
+            "brain zones",
+            ["pretrain_zones", "--zones=hippocampus,language,amygdala,thalamus,hypothalamus",
+             f"--txt_dir={w}/corpus/text", f"--json_dir={w}/corpus",
+             f"--spm_model={w}/tokenizer/spiece.model", f"--ckpt_root={w}/zones",
+             f"--ckpt_out={w}/lm", f"--mnist_workdir={w}/mnist",
+             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128"],
+        ),
+        ("inspect zones", ["inspect", f"--ckpt_root={w}/zones"]),
+        (
+            "composed chat (zone heads bias routing and set the temperature)",
+            ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
+             f"--ckpt_root={w}/zones", f"--prompt={FLAGS.prompt}", "--gen_len=48", "--top_k=40"],
+        ),
     ]  # fmt: skip
 
 
@@ -58,8 +76,11 @@ def main(argv):
     del argv
     w = FLAGS.workdir
     t0 = time.time()
-    for i, (title, args) in enumerate(stages(w), start=1):
-        print(f"\n== [{i}/5] {title}\n$ python -m aura.build {shlex.join(args)}", flush=True)
+    plan = stages(w)
+    for i, (title, args) in enumerate(plan, start=1):
+        print(
+            f"\n== [{i}/{len(plan)}] {title}\n$ python -m aura.build {shlex.join(args)}", flush=True
+        )
         t = time.time()
         code = subprocess.call([sys.executable, "-m", "aura.build", *args])
         if code:
@@ -72,6 +93,7 @@ def main(argv):
         f"  corpus/      text/*.txt, instruct.jsonl, heldout.txt\n"
         f"  tokenizer/   spiece.model, spiece.vocab\n"
         f"  lm/          pretrain checkpoints, metrics.jsonl, tb/\n"
+        f"  zones/       hippocampus/expert_<i>, amygdala/, thalamus/, hypothalamus/, language/\n"
         f"Chat again:  python -m aura.build chat --ckpt {w}/lm "
-        f"--spm_model {w}/tokenizer/spiece.model"
+        f"--spm_model {w}/tokenizer/spiece.model --ckpt_root {w}/zones"
     )

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import options as ocp_options
 
 import aura
-from aura.train.checkpoint import (
+from aura.train.ckpt_common import (
     _MANIFEST,
     _PARAMS_DIR,
     EXPERT_FORMAT,

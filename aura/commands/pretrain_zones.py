@@ -1,0 +1,123 @@
+"""``python -m aura.build pretrain_zones``: train or collect every brain zone under one root.
+
+    python -m aura.build pretrain_zones \
+        --zones hippocampus,language,amygdala,thalamus,hypothalamus \
+        --txt_dir checkpoints/corpus/text --json_dir checkpoints/corpus \
+        --spm_model checkpoints/tok/spiece.model --max_len 128 --pad_to 128 \
+        --batch_size 16 --accumulate_steps 1 --dtype f32 [--pmap --per_device_batch 4] \
+        --ckpt_root checkpoints/zones --ckpt_out checkpoints/lm --steps 150 --mnist_epochs 2 \
+        [--mnist_workdir checkpoints/mnist] [--config configs/pretrain.py:demo]
+
+Writes ``<ckpt_root>/hippocampus/expert_<i>``, ``amygdala/bias_head``, ``thalamus/gate_head``,
+``hypothalamus/control_head``, ``language/expert_<i>`` (the adapter itself goes to
+``--ckpt_out``), a ``zone.json`` per zone and ``zones.json``; ``heldout*.jsonl`` files under
+``--json_dir`` are held out (temperature fitting, routed accuracy), never trained on. Rerunning
+resumes the adapter and the POC; ``--mnist_workdir`` pointing at a finished ``mnist`` run reuses
+its experts. Inspect the result with ``python -m aura.build inspect --ckpt_root DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from aura.commands.common import emit_result, guarded, validated
+from aura.commands.distributed import maybe_initialize_distributed
+
+_PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", f"{os.path.normpath(_PRESETS)}:demo", "adapter preset")
+flags.DEFINE_string(
+    "zones", "hippocampus,language,amygdala,thalamus,hypothalamus", "comma-separated zones"
+)
+flags.DEFINE_string("txt_dir", None, "text (*.txt) the thalamus/amygdala heads are fitted on")
+flags.DEFINE_string("json_dir", None, "instruction *.jsonl (heldout*.jsonl held out)")
+flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)")
+flags.DEFINE_integer("max_len", None, "tokens kept per example")
+flags.DEFINE_integer("pad_to", None, "pad examples to this length (>= max_len)")
+flags.DEFINE_integer("batch_size", None, "global batch per micro-step (language)")
+flags.DEFINE_integer("accumulate_steps", None, "micro-batches per optimizer step")
+flags.DEFINE_enum("dtype", None, ["bf16", "f32"], "compute dtype (master weights stay f32)")
+flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not jax.pmap)")
+flags.DEFINE_integer("per_device_batch", None, "with --pmap: batch per device")
+flags.DEFINE_string("ckpt_root", "checkpoints", "root of the per-zone checkpoints")
+flags.DEFINE_string("ckpt_out", "checkpoints/lm", "the language adapter's checkpoints")
+flags.DEFINE_integer("steps", None, "adapter optimizer steps (default: the preset's)")
+flags.DEFINE_float("lr", None, "adapter peak learning rate")
+flags.DEFINE_integer("mnist_epochs", 2, "epochs of the hippocampus' MNIST POC run")
+flags.DEFINE_string("mnist_data", None, "digits npz (default: the embedded 8,000)")
+flags.DEFINE_string("mnist_workdir", None, "a mnist run to reuse (or to train into)")
+flags.DEFINE_integer("max_docs", 256, "corpus documents the heads are fitted on")
+flags.DEFINE_integer("kmeans_iters", 10, "Lloyd iterations of the thalamus centroids")
+flags.DEFINE_integer("seed", 0, "random seed")
+flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
+flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
+
+
+def build_config():
+    import jax
+
+    from aura.train.zones_loop import ZonesConfig
+
+    c = FLAGS.config
+    model = c.model
+    if FLAGS.dtype:
+        model.dtype = {"bf16": "bfloat16", "f32": "float32"}[FLAGS.dtype]
+    mesh = dict(c.mesh)
+    batch = FLAGS.batch_size or c.batch_size
+    if FLAGS.pmap:
+        mesh = {"data": -1, "fsdp": 1, "expert": 1}
+        if FLAGS.per_device_batch:
+            batch = FLAGS.per_device_batch * jax.device_count()
+    elif FLAGS.per_device_batch:
+        raise ValueError("--per_device_batch needs --pmap")
+    return ZonesConfig(
+        zones=tuple(z.strip() for z in FLAGS.zones.split(",")),
+        ckpt_root=FLAGS.ckpt_root,
+        ckpt_out=FLAGS.ckpt_out,
+        txt_dir=FLAGS.txt_dir,
+        json_dir=FLAGS.json_dir,
+        spm_model=FLAGS.spm_model,
+        lm_model=model,
+        steps=FLAGS.steps or c.steps,
+        batch_size=batch,
+        accumulate_steps=FLAGS.accumulate_steps or c.accumulate_steps,
+        max_len=FLAGS.max_len or c.max_len,
+        pad_to=FLAGS.pad_to,
+        lr=FLAGS.lr or c.lr,
+        warmup=c.warmup,
+        log_every=c.log_every,
+        save_every=c.save_every,
+        mesh=mesh,
+        mnist_epochs=FLAGS.mnist_epochs,
+        mnist_data=FLAGS.mnist_data,
+        mnist_workdir=FLAGS.mnist_workdir,
+        max_docs=FLAGS.max_docs,
+        kmeans_iters=FLAGS.kmeans_iters,
+        seed=FLAGS.seed,
+        tensorboard=FLAGS.tensorboard,
+    )
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)  # orbax warns that the read-only adapter loader won't save
+    maybe_initialize_distributed()
+    from aura.train.zones_loop import pretrain_zones
+
+    def run():
+        cfg = build_config()
+        cfg.validate()  # bad flags and missing inputs, before any compute
+        return pretrain_zones(cfg)
+
+    result = guarded(lambda: validated(run))
+    print(
+        f"zones written under {FLAGS.ckpt_root}; inspect them with "
+        f"python -m aura.build inspect --ckpt_root {FLAGS.ckpt_root}",
+        flush=True,
+    )
+    emit_result(result, FLAGS.metrics_out)
