@@ -4,12 +4,27 @@
     demo     what ``make demo`` trains on the embedded corpus in a few minutes on 2 CPU cores
     default  a 4-layer, 512-wide SRWKV adapter for real accelerators (TPU v4 / GPU, bf16)
 
-Command-line flags (--steps, --batch_size, --max_len, --dtype, ...) override these values.
+Command-line flags (--steps, --batch_size, --max_len, --dtype, --mesh, ...) override these values.
+
+Sharding is configuration: ``mesh`` sizes the device mesh (axes data, fsdp, expert; -1 = the
+rest of the devices) and ``rules`` maps the logical axis names of the parameters and batches to
+mesh axes (``aura.train.sharding.DEFAULT_RULES``; None after a name means replicated). Override
+per run, e.g. ``--config configs/pretrain.py:default --config.mesh.expert=4``.
 """
 
 import ml_collections
 
 from aura.models.adapter import adapter_config
+
+RULES = (
+    ("batch", ("data", "fsdp", "expert")),  # a batch is split over every device
+    ("expert", "expert"),  # the stacked [E, ...] expert axis: expert parallelism
+    ("embed", "fsdp"),  # model width: parameters and optimizer state sharded (ZeRO-3 style)
+    ("mlp", None),
+    ("vocab", None),
+    ("heads", None),
+    ("length", None),
+)
 
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
@@ -20,6 +35,7 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.max_len, c.lr, c.warmup = 128, 3e-3, 30
     c.log_every, c.save_every = 25, 100
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "expert": 1})
+    c.rules = RULES
     if preset == "tiny":
         c.model.update(dim=32, expert_hidden=64, num_layers=1, num_experts=2, rope_max_len=256)
         c.steps, c.batch_size, c.max_len, c.log_every, c.save_every = 4, 4, 32, 2, 2

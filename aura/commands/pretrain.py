@@ -3,9 +3,14 @@
     python -m aura.build pretrain --jsonl data/instruct.jsonl --spm_model tok/spiece.model \
         --steps 300 --batch_size 16 --accumulate_steps 1 --max_len 128 --dtype f32 \
         --ckpt_out checkpoints/lm [--config configs/pretrain.py:demo] [--pmap --per_device_batch 4]
+        [--mesh data=2,fsdp=1,expert=4]
+        [--init_distributed [--coordinator HOST:PORT --process_count N --process_index I]]
 
 Records ``{instruction, input, output}`` are formatted with <INST>/<INP>/<RESP>/<SEP> and the
-loss is masked to the response. Rerunning the same command resumes from ``--ckpt_out``.
+loss is masked to the response. Rerunning the same command resumes from ``--ckpt_out`` (exactly:
+same data position, bit-identical parameters). ``--mesh`` (or the preset's ``mesh``) shapes the
+device mesh, ``-1`` meaning "the rest"; ``--pmap`` is ``--mesh data=-1``. On a pod every host
+runs the same command (``launch/``); only process 0 prints.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ flags.DEFINE_float("lr", None, "peak learning rate")
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not jax.pmap)")
 flags.DEFINE_integer("per_device_batch", None, "with --pmap: batch per device")
+flags.DEFINE_string("mesh", None, "device mesh, e.g. data=2,expert=4 (default: the preset's)")
+flags.DEFINE_integer("log_every", None, "steps per log line (default: the preset's)")
+flags.DEFINE_integer("save_every", None, "steps per checkpoint (default: the preset's)")
 flags.DEFINE_enum("on_bad_record", "skip", ["skip", "fail"], "corrupt JSONL lines")
 flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
@@ -41,6 +49,7 @@ flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 def build_config():
     import jax
 
+    from aura.train import sharding
     from aura.train.lm_loop import PretrainConfig
 
     c = FLAGS.config
@@ -48,11 +57,18 @@ def build_config():
     if FLAGS.dtype:
         model.dtype = {"bf16": "bfloat16", "f32": "float32"}[FLAGS.dtype]
     mesh = dict(c.mesh)
+    if FLAGS.pmap and FLAGS.mesh:
+        raise ValueError("--pmap means --mesh data=-1; pass one of them")
+    if FLAGS.mesh:
+        mesh = {"data": 1, "fsdp": 1, "expert": 1, **sharding.parse_mesh(FLAGS.mesh)}
     batch = FLAGS.batch_size or c.batch_size
     if FLAGS.pmap:
         mesh = {"data": -1, "fsdp": 1, "expert": 1}
-        if FLAGS.per_device_batch:
-            batch = FLAGS.per_device_batch * jax.device_count()
+    if FLAGS.per_device_batch:
+        if not (FLAGS.pmap or FLAGS.mesh):
+            raise ValueError("--per_device_batch needs --pmap or --mesh")
+        shape = sharding.resolve_mesh_shape(mesh, jax.device_count())
+        batch = FLAGS.per_device_batch * shape[0] * shape[1] * shape[2]
     return PretrainConfig(
         jsonl=FLAGS.jsonl,
         spm_model=FLAGS.spm_model,
@@ -66,19 +82,23 @@ def build_config():
         lr=FLAGS.lr or c.lr,
         warmup=c.warmup,
         seed=FLAGS.seed,
-        log_every=c.log_every,
-        save_every=c.save_every,
+        log_every=FLAGS.log_every or c.log_every,
+        save_every=FLAGS.save_every or c.save_every,
         on_bad_record=FLAGS.on_bad_record,
         mesh=mesh,
+        rules=tuple(tuple(r) for r in c.get("rules", ())) or None,
         tensorboard=FLAGS.tensorboard,
     )
 
 
 def main(argv):
     del argv
-    maybe_initialize_distributed()
+    validated(maybe_initialize_distributed)
     cfg = validated(build_config)
+    import jax
+
     from aura.train.lm_loop import pretrain
 
     result = guarded(lambda: validated(lambda: pretrain(cfg)))
-    emit_result(result, None)
+    if jax.process_index() == 0:
+        emit_result(result, None)

@@ -11,6 +11,11 @@ Two ways to run it, which agree:
 * ``__call__(tokens [B, T], state)`` — the whole sequence at once (training, prompt ingestion);
 * ``step(token [B], state)`` — one token with the recurrent state (generation): the cost per
   token does not grow with the context (the language core's state carries the position).
+
+Parameters carry logical axis names for sharding (``aura.train.sharding`` maps them to mesh
+axes): the embedding ``("vocab", "embed")``, the head ``("embed", "vocab")``, the experts
+``("expert", "embed", "mlp")``. ``init`` therefore returns boxed leaves (``nn.Partitioned``);
+``apply`` accepts boxed or plain params, and ``flax.linen.meta.unbox`` gives plain arrays.
 """
 
 from __future__ import annotations
@@ -51,7 +56,14 @@ class SelfTeachingAdapter(nn.Module):
     def setup(self):
         c = self.config
         dtype = jnp.dtype(c.dtype)
-        self.embed = nn.Embed(c.vocab_size, c.dim, name="embed")
+        self.embed = nn.Embed(
+            c.vocab_size,
+            c.dim,
+            embedding_init=nn.with_logical_partitioning(
+                nn.linear.default_embed_init, ("vocab", "embed")
+            ),
+            name="embed",
+        )
         self.core = LiquidMoE(
             num_experts=c.num_experts,
             in_dim=c.dim,
@@ -59,6 +71,7 @@ class SelfTeachingAdapter(nn.Module):
             top_k=c.top_k,
             capacity_factor=c.capacity_factor,
             dtype=dtype,
+            partition_params=True,
             name="core",
         )
         self.language = SpikingLanguageCore(
@@ -72,7 +85,15 @@ class SelfTeachingAdapter(nn.Module):
             name="language",
         )
         self.norm = nn.LayerNorm(name="norm")
-        self.head = nn.Dense(c.vocab_size, dtype=dtype, name="head")
+        self.head = nn.Dense(
+            c.vocab_size,
+            dtype=dtype,
+            kernel_init=nn.with_logical_partitioning(
+                nn.linear.default_kernel_init, ("embed", "vocab")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+            name="head",
+        )
 
     def _positions(self, tokens: jax.Array, state) -> jax.Array:
         """[B, T] absolute positions: the state's position (0 without a state) onwards."""

@@ -1,12 +1,20 @@
 """Instruction pretraining of the SelfTeachingAdapter: data -> sharded jitted steps -> orbax.
 
 Used by ``python -m aura.build pretrain``. The same code runs on one CPU, all local devices
-(``--pmap``: the mesh ``data=-1``) and a multi-host pod (each process feeds its rows of the
-global batch; ``jax.make_array_from_process_local_data`` assembles it).
+(``--pmap``: the mesh ``data=-1``), a data × fsdp × expert mesh (``--mesh data=2,expert=4``) and a
+multi-host pod: every process runs this function; each feeds the rows of the global batch that
+its own devices hold and ``jax.make_array_from_process_local_data`` assembles the batch; only
+process 0 prints and logs; every process takes part in orbax saves and restores.
 
-Resumption is exact: the data order is a pure function of (seed, epoch) and the position is the
-step count, saved with the state; rerunning the same command continues from the latest
-checkpoint in ``ckpt_out``. SIGTERM/SIGINT save a checkpoint at the current step and return.
+The state is created already sharded (``sharding.create_sharded``) or restored straight into its
+shardings; the train step is jitted with in/out shardings and donates the old state; the loop
+runs inside ``jax.set_mesh(mesh)`` so the MoE can use expert parallelism.
+
+Resumption is exact: the data order is a pure function of (seed, epoch) and the step
+(:func:`batch_indices`), and the step is saved with the state (plus the data position in the
+checkpoint's meta, checked on resume); rerunning the same command continues from the latest
+checkpoint in ``ckpt_out`` and ends with bit-identical parameters. SIGTERM/SIGINT save a
+checkpoint at the current step and return.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +38,7 @@ from aura.data.instruct import InstructFormatter, ReadStats, read_instruct
 from aura.data.tokenizer import check_piece_count, load_tokenizer
 from aura.models.adapter import SelfTeachingAdapter
 from aura.train import sharding
-from aura.train.checkpoint import TrainCheckpointer
+from aura.train.checkpoint import CheckpointError, TrainCheckpointer
 from aura.train.lm_step import LMState, build_lm_train_step, make_lm_optimizer
 from aura.train.metrics import MetricsLogger, format_line, progress
 from aura.train.preemption import PreemptionGuard
@@ -52,6 +62,7 @@ class PretrainConfig:
     save_every: int = 100
     on_bad_record: str = "skip"
     mesh: dict = dataclasses.field(default_factory=lambda: {"data": 1})
+    rules: tuple | None = None  # logical -> mesh axis rules; None: sharding.DEFAULT_RULES
     tensorboard: bool = True
 
     def validate(self):
@@ -83,87 +94,136 @@ def model_config_for(cfg: PretrainConfig, sp) -> ml_collections.ConfigDict:
     return model
 
 
-def pretrain(cfg: PretrainConfig, log=print) -> dict:
-    """Runs or resumes pretraining; returns a summary dict."""
-    cfg.validate()
-    t0 = time.time()
-    sp, ids, mask = load_examples(cfg, log)
-    model_cfg = model_config_for(cfg, sp)
-    model = SelfTeachingAdapter(model_cfg)
-    mesh = sharding.make_mesh(cfg.mesh)
+def check_mesh(mesh, batch_size: int, num_experts: int) -> None:
+    """Raises ValueError when the batch or the experts do not split evenly over ``mesh``."""
     dp = sharding.data_parallel_size(mesh)
-    if cfg.batch_size % dp:
+    if batch_size % dp:
         raise ValueError(
-            f"--batch_size={cfg.batch_size} must be a multiple of the {dp} data shards"
+            f"--batch_size={batch_size} must be a multiple of the {dp} batch shards of the mesh "
+            f"{dict(mesh.shape)}"
         )
-    n = len(ids)
-    if cfg.batch_size > n:
-        raise ValueError(f"--batch_size={cfg.batch_size} is larger than the {n} examples")
-    optimizer, schedule = make_lm_optimizer(cfg.lr, cfg.steps, cfg.warmup)
-    A, B, P = cfg.accumulate_steps, cfg.batch_size, ids.shape[1]
+    if num_experts % mesh.shape["expert"]:
+        raise ValueError(
+            f"num_experts={num_experts} must be a multiple of the mesh's expert axis "
+            f"{mesh.shape['expert']}"
+        )
+
+
+def state_init(model: SelfTeachingAdapter, optimizer, seq_len: int, seed: int) -> Callable:
+    """``init() -> LMState`` with boxed (logically named) parameters, for ``sharding``."""
 
     def init():
-        params = model.init(jax.random.key(cfg.seed), jnp.zeros((1, P), jnp.int32))["params"]
+        params = model.init(jax.random.key(seed), jnp.zeros((1, seq_len), jnp.int32))["params"]
         return LMState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
 
-    state, state_shardings = sharding.create_sharded(init, mesh)
-    batch_shard = sharding.batch_sharding(mesh, ndim=3, batch_axis=1)  # [A, B, P]
-    step_fn = jax.jit(
+    return init
+
+
+def jit_train_step(model: SelfTeachingAdapter, optimizer, state_shardings, mesh):
+    """The train step jitted over ``mesh``: state in/out with its shardings (donated), batches
+    ``[A, B, T]`` split over the batch axes, metrics replicated."""
+    batch = sharding.batch_sharding(mesh, ndim=3, batch_axis=1)  # [A, B, T]
+    return jax.jit(
         build_lm_train_step(model, optimizer),
-        in_shardings=(state_shardings, batch_shard, batch_shard),
+        in_shardings=(state_shardings, batch, batch),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
-    ckpt = TrainCheckpointer(cfg.ckpt_out, max_to_keep=2)
-    if ckpt.latest_step() is not None:
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-        )
-        state, meta = ckpt.restore(abstract_state=abstract)
-        log(f"resumed from step {int(state.step)} in {cfg.ckpt_out}")
-    per_epoch = batching.steps_per_epoch(n, B * A)
-    logger = MetricsLogger(cfg.ckpt_out, tensorboard=cfg.tensorboard)
-    proc, nproc = jax.process_index(), jax.process_count()
-    rows = B // nproc  # this process's rows of each micro-batch
 
-    def local_batch(step: int):
-        epoch, pos = divmod(step, per_epoch)
-        perm = batching.epoch_permutation(cfg.seed, epoch, n)
-        idx = perm[pos * A * B : (pos + 1) * A * B].reshape(A, B)[
-            :, proc * rows : (proc + 1) * rows
-        ]
-        return ids[idx], mask[idx]  # [A, rows, P]
+
+def batch_indices(seed: int, step: int, num_examples: int, A: int, B: int) -> np.ndarray:
+    """Example indices ``[A, B]`` of global step ``step``: a pure function of its arguments."""
+    epoch, pos = divmod(step, batching.steps_per_epoch(num_examples, A * B))
+    perm = batching.epoch_permutation(seed, epoch, num_examples)
+    return perm[pos * A * B : (pos + 1) * A * B].reshape(A, B)
+
+
+def data_position(seed: int, step: int, num_examples: int, A: int, B: int) -> dict[str, int]:
+    """Where the data iterator stands before ``step`` (saved in each checkpoint's meta)."""
+    epoch, pos = divmod(step, batching.steps_per_epoch(num_examples, A * B))
+    return {
+        "seed": seed,
+        "epoch": epoch,
+        "batch_in_epoch": pos,
+        "examples_per_step": A * B,
+        "num_examples": num_examples,
+    }
+
+
+def pretrain(cfg: PretrainConfig, log=print) -> dict:
+    """Runs or resumes pretraining; returns a summary dict (identical on every process)."""
+    cfg.validate()
+    t0 = time.time()
+    proc, nproc = jax.process_index(), jax.process_count()
+    say = log if proc == 0 else (lambda s: None)
+    sp, ids, mask = load_examples(cfg, say)
+    model_cfg = model_config_for(cfg, sp)
+    mesh = sharding.make_mesh(cfg.mesh)
+    check_mesh(mesh, cfg.batch_size, model_cfg.num_experts)
+    n = len(ids)
+    if cfg.batch_size > n:
+        raise ValueError(f"--batch_size={cfg.batch_size} is larger than the {n} examples")
+    model = SelfTeachingAdapter(model_cfg)
+    optimizer, schedule = make_lm_optimizer(cfg.lr, cfg.steps, cfg.warmup)
+    A, B, P = cfg.accumulate_steps, cfg.batch_size, ids.shape[1]
+    init = state_init(model, optimizer, P, cfg.seed)
+    rules = cfg.rules or sharding.DEFAULT_RULES
+    ckpt = TrainCheckpointer(cfg.ckpt_out, max_to_keep=2)
+    if ckpt.latest_step() is None:
+        state, state_shardings = sharding.create_sharded(init, mesh, rules)
+    else:  # restore straight into the shardings of this mesh (any mesh the checkpoint fits)
+        abstract, state_shardings = sharding.abstract_sharded(init, mesh, rules)
+        state, meta = ckpt.restore(abstract_state=abstract)
+        step = int(state.step)
+        here = data_position(cfg.seed, step, n, A, B)
+        saved = meta.get("data", here)
+        if saved != here:
+            say(f"note: the data order differs from the checkpoint's ({saved} -> {here})")
+        say(
+            f"resumed from step {step} (epoch {here['epoch']}, batch {here['batch_in_epoch']}) "
+            f"in {cfg.ckpt_out}"
+        )
+    step_fn = jit_train_step(model, optimizer, state_shardings, mesh)
+    logger = MetricsLogger(cfg.ckpt_out, tensorboard=cfg.tensorboard)
+    batch_shard = sharding.batch_sharding(mesh, ndim=3, batch_axis=1)
+    rows = sharding.process_batch_rows(batch_shard, (A, B, P), axis=1)  # this process's rows
+
+    def batch(step: int):
+        idx = batch_indices(cfg.seed, step, n, A, B)[:, rows]  # [A, rows]
+        return (
+            sharding.global_batch(ids[idx], mesh, batch_axis=1, global_rows=B),
+            sharding.global_batch(mask[idx], mesh, batch_axis=1, global_rows=B),
+        )
 
     def save(force=False):
+        step = int(state.step)
         meta = {
-            "step": int(state.step),
+            "step": step,
             "model": model_cfg.to_dict(),
             "max_len": cfg.max_len,
             "pad_to": P,
             "spm_model": cfg.spm_model,
+            "data": data_position(cfg.seed, step, n, A, B),
+            "mesh": dict(mesh.shape),
             "version": aura.__version__,
         }
-        ckpt.save(int(state.step), state, meta, force=force)
+        ckpt.save(step, state, meta, force=force)
 
     start = int(state.step)
     interrupted, window, last = False, [], {}
-    t_log, tokens_since = time.time(), 0.0
-    with PreemptionGuard() as guard:
+    t_log = time.time()
+    with PreemptionGuard() as guard, jax.set_mesh(mesh):
         bar = progress(range(start, cfg.steps), total=cfg.steps - start, desc="pretrain")
         for step in bar:
-            x, m = local_batch(step)
-            gx = sharding.global_batch(x, mesh, batch_axis=1)
-            gm = sharding.global_batch(m, mesh, batch_axis=1)
-            state, metrics = step_fn(state, gx, gm)
+            state, metrics = step_fn(state, *batch(step))
             window.append(metrics)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 host = jax.device_get(window)
-                tokens_since = sum(float(h["tokens"]) for h in host)
-                dt = time.time() - t_log
+                tokens = sum(float(h["tokens"]) for h in host)
                 last = {
                     "step": step + 1,
                     "loss": float(np.mean([h["loss"] for h in host])),
-                    "tokens_per_sec": tokens_since / max(dt, 1e-9),
+                    "tokens_per_sec": tokens / max(time.time() - t_log, 1e-9),
                     "lr": float(schedule(step)),
                     "gate_entropy": float(np.mean([h["gate_entropy"] for h in host])),
                     "grad_norm": float(np.mean([h["grad_norm"] for h in host])),
@@ -171,15 +231,17 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"non-finite metrics at step {step + 1}: {last}")
                 logger.log(step + 1, last, prefix="train")
-                if proc == 0:
-                    log(format_line(last))
+                say(format_line(last))
                 window, t_log = [], time.time()
             if (step + 1) % cfg.save_every == 0:
                 save()
-            if guard.requested:
+            # One read of the flag per step; with several processes a collective, so that every
+            # host stops (and saves) at the same step.
+            stop = guard.should_stop() if nproc > 1 else guard.requested
+            if stop:
                 save(force=True)
                 ckpt.wait()
-                log(f"interrupted: saved step {int(state.step)}; rerun the same command to resume")
+                say(f"interrupted: saved step {int(state.step)}; rerun the same command to resume")
                 interrupted = True
                 break
         if not interrupted:
@@ -189,25 +251,34 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     logger.close()
     return {
         "steps": int(state.step),
+        "start_step": start,
         "final_loss": last.get("loss"),
         "tokens_per_sec": last.get("tokens_per_sec"),
         "examples": int(n),
         "vocab_size": int(model_cfg.vocab_size),
         "devices": int(mesh.size),
+        "mesh": dict(mesh.shape),
+        "processes": nproc,
         "wall_s": round(time.time() - t0, 2),
         "interrupted": interrupted,
         "ckpt_out": cfg.ckpt_out,
     }
 
 
-def load_adapter(ckpt_dir: str, step: int | None = None):
-    """Restores a pretrained adapter: (model, params, meta) from ``ckpt_dir`` (latest step).
+def restore_state(
+    ckpt_dir: str, mesh=None, step: int | None = None, rules=None
+) -> tuple[SelfTeachingAdapter, LMState, dict[str, Any]]:
+    """Restores a pretraining checkpoint onto ``mesh`` (None: this process's first device).
+
+    Any mesh works whatever mesh (or however many hosts) saved it: orbax reads each array
+    straight into the target shardings (8 devices -> 1 device, data=8 -> data=2 × expert=4).
+
+    Returns:
+      (model, state, meta) of ``step`` (default: the latest).
 
     Raises:
       CheckpointError: no checkpoint there, or one that does not match its own config.
     """
-    from aura.train.checkpoint import CheckpointError
-
     ckpt = TrainCheckpointer(ckpt_dir, read_only=True) if os.path.isdir(ckpt_dir) else None
     if ckpt is None or ckpt.latest_step() is None:
         raise CheckpointError(
@@ -216,19 +287,21 @@ def load_adapter(ckpt_dir: str, step: int | None = None):
         )
     meta = ckpt.restore_meta(step)
     model = SelfTeachingAdapter(ml_collections.ConfigDict(meta["model"]))
-    optimizer, _ = make_lm_optimizer(1e-3, 10)
-
-    def init():
-        tokens = jnp.zeros((1, 8), jnp.int32)
-        params = nn_unbox(model.init(jax.random.key(0), tokens)["params"])
-        return LMState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
-
-    state, _ = ckpt.restore(step, abstract_state=jax.eval_shape(init))
+    optimizer, _ = make_lm_optimizer(1e-3, 10)  # the state's structure only
+    if mesh is None:
+        mesh = sharding.make_mesh({"data": 1}, devices=jax.local_devices()[:1])
+    init = state_init(model, optimizer, 8, 0)
+    abstract, _ = sharding.abstract_sharded(init, mesh, rules or sharding.DEFAULT_RULES)
+    state, _ = ckpt.restore(step, abstract_state=abstract)
     ckpt.close()
+    return model, state, meta
+
+
+def load_adapter(ckpt_dir: str, step: int | None = None):
+    """Restores a pretrained adapter: (model, params, meta) from ``ckpt_dir`` (latest step).
+
+    Raises:
+      CheckpointError: no checkpoint there, or one that does not match its own config.
+    """
+    model, state, meta = restore_state(ckpt_dir, None, step)
     return model, state.params, meta
-
-
-def nn_unbox(tree):
-    import flax.linen as nn
-
-    return nn.meta.unbox(tree)

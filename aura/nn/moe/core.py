@@ -9,6 +9,12 @@ through only those experts. The expert capacity E is fixed at init; which expert
 frozen or pruned is a :class:`RoutingControls` value passed to each call, so growing, freezing and
 pruning never change a shape or trigger a recompile.
 
+Under a device mesh (``jax.set_mesh``) the non-dense dispatch modes run per device with
+``shard_map`` (``parallel.py``): each device dispatches its own tokens, and when the mesh's
+``expert_axis`` is larger than 1 the tokens travel to the devices holding their experts by
+all-to-all (expert parallelism). That path always uses capacity buffers (static shapes), also
+where ``dispatch`` would resolve to ``"ragged"``. Without a mesh nothing changes.
+
 Example::
 
     moe = LiquidMoE(num_experts=6, in_dim=64, hidden_dim=128, top_k=2)
@@ -25,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from aura.nn.moe import dispatch as dispatch_lib
+from aura.nn.moe import parallel
 from aura.nn.moe.experts import EXPERT_KINDS
 from aura.nn.moe.losses import MoEAux, gate_entropy, load_balance_loss, router_z_loss
 from aura.nn.moe.reference import reference_moe
@@ -47,6 +54,11 @@ class LiquidMoE(nn.Module):
       capacity_factor: capacity dispatch buffer size per expert, relative to a perfect balance.
       dtype: compute dtype of the experts (the router always computes in f32).
       param_dtype: parameter dtype (keep f32 master weights).
+      expert_axis: mesh axis that splits the experts (expert parallelism when its size > 1);
+        None: the experts are replicated on every device of a mesh.
+      partition_params: box the expert parameters with logical axis names
+        (``("expert", "embed", "mlp")``, ...) for a sharded init; off: ``init`` returns plain
+        arrays.
     """
 
     num_experts: int
@@ -62,6 +74,8 @@ class LiquidMoE(nn.Module):
     capacity_factor: float = 1.25
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    expert_axis: str | None = "expert"
+    partition_params: bool = False
 
     def setup(self):
         if self.num_experts < 1:
@@ -79,6 +93,7 @@ class LiquidMoE(nn.Module):
             out_dim=self.out_dim,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            partition_params=self.partition_params,
             name="experts",
         )
         if self.expert_kind == "mlp":
@@ -133,7 +148,27 @@ class LiquidMoE(nn.Module):
         freeze = controls.freeze_mask
         mode = dispatch_lib.resolve_mode(self.dispatch)
         E = self.num_experts
-        if mode == "capacity":
+        mesh = None
+        if mode != "dense":
+            mesh = parallel.dispatch_mesh(self.expert_axis, x2.shape[0], E)
+        if mesh is not None:
+            params, run = self.experts.batched_parts(freeze)
+            y, dropped = parallel.expert_parallel_dispatch(
+                x2,
+                r.indices,
+                r.weights,
+                r.valid,
+                params,
+                run,
+                E,
+                self.capacity_factor,
+                mesh,
+                self.expert_axis,
+            )
+            stats = dispatch_lib.DispatchStats(
+                dispatch_lib.routing_load(r.indices, r.valid, E), dropped
+            )
+        elif mode == "capacity":
             y, stats = dispatch_lib.capacity_dispatch(
                 x2,
                 r.indices,

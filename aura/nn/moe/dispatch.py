@@ -15,7 +15,11 @@ Two paths behind one interface (:func:`dispatch`), picked by backend or config:
   ``jax.lax.ragged_dot`` (a grouped matmul, megablox-style) — dropless. On the CPU backend
   ragged_dot is not a grouped kernel (about 18x slower here), hence the capacity default.
 
-The compute-every-expert reference lives in ``reference.py``; tests hold both paths to it.
+With a device mesh whose expert axis is larger than 1, ``LiquidMoE`` sends the pairs to the
+devices holding their experts instead (``parallel.py``: ``shard_map`` + all-to-all), reusing
+:func:`pack` for the per-destination buffers and :func:`capacity_dispatch` on each device.
+
+The compute-every-expert reference lives in ``reference.py``; tests hold every path to it.
 """
 
 from __future__ import annotations
@@ -57,12 +61,49 @@ def expert_capacity(num_pairs: int, num_experts: int, capacity_factor: float) ->
     return max(1, min(num_pairs, math.ceil(num_pairs / num_experts * capacity_factor)))
 
 
-def _pairs(indices: jax.Array, weights: jax.Array, valid: jax.Array):
+def pairs(indices: jax.Array, weights: jax.Array, valid: jax.Array):
     """Flattens [N, K] routing to k-major pairs: expert [P], token [P], weight [P], valid [P]."""
     N, K = indices.shape
     expert = indices.T.reshape(-1)  # [P], p = k·N + n
     token = jnp.tile(jnp.arange(N, dtype=jnp.int32), K)  # [P]
     return expert, token, weights.T.reshape(-1), valid.T.reshape(-1)
+
+
+class Packing(NamedTuple):
+    """Where each (token, choice) pair goes in a ``[G, C]`` capacity buffer.
+
+    kept: bool [P] the pair has a slot; slot: int32 [P] ``g·C + rank`` (``G·C`` when dropped);
+    pair_of_slot: int32 [G·C] the pair in each slot (``P`` for an empty slot).
+    """
+
+    kept: jax.Array
+    slot: jax.Array
+    pair_of_slot: jax.Array
+
+
+def pack(group: jax.Array, ok: jax.Array, num_groups: int, capacity: int) -> Packing:
+    """Numbers pairs within their group (in pair order, no sort) and keeps the first C of each.
+
+    Args:
+      group: int32 [P] destination of each pair (an expert, or a device holding experts).
+      ok: bool [P] whether the pair is routed at all.
+      num_groups: G.
+      capacity: C slots per group.
+    """
+    G, C, P = num_groups, capacity, group.shape[0]
+    onehot = jax.nn.one_hot(jnp.where(ok, group, G), G + 1, dtype=jnp.int32)  # [P, G+1]
+    rank = jnp.sum(jnp.cumsum(onehot, axis=0) * onehot, axis=-1) - 1  # [P] rank within group
+    kept = ok & (rank < C)
+    slot = jnp.where(kept, group * C + rank, G * C)  # [P]; G·C = "nowhere"
+    # Inverse map slot -> pair (integer scatter, cheap), so both data moves are gathers.
+    pair_of_slot = jnp.full((G * C + 1,), P, jnp.int32).at[slot].set(jnp.arange(P, dtype=jnp.int32))
+    return Packing(kept, slot, pair_of_slot[:-1])
+
+
+def gather_rows(rows: jax.Array, index: jax.Array) -> jax.Array:
+    """``rows[index]``, where ``index == len(rows)`` reads a zero row: [R, ...] -> [I, ...]."""
+    pad = jnp.zeros((1, *rows.shape[1:]), rows.dtype)
+    return jnp.concatenate([rows, pad], axis=0)[index]
 
 
 def capacity_dispatch(
@@ -88,27 +129,26 @@ def capacity_dispatch(
     """
     N, D = x.shape
     E = num_experts
-    expert, token, w, ok = _pairs(indices, weights, valid)
+    expert, token, w, ok = pairs(indices, weights, valid)
     P = expert.shape[0]
     C = expert_capacity(P, E, capacity_factor)
-    onehot = jax.nn.one_hot(jnp.where(ok, expert, E), E + 1, dtype=jnp.int32)  # [P, E+1]
-    rank = jnp.sum(jnp.cumsum(onehot, axis=0) * onehot, axis=-1) - 1  # [P] rank within expert
-    kept = ok & (rank < C)
-    slot = jnp.where(kept, expert * C + rank, E * C)  # [P]; E·C = "nowhere"
-    # Inverse map slot -> pair (integer scatter, cheap), so both data moves are gathers.
-    pair_of_slot = jnp.full((E * C + 1,), P, jnp.int32).at[slot].set(jnp.arange(P, dtype=jnp.int32))
-    token_of_slot = jnp.append(token, N)[pair_of_slot[:-1]]  # [E·C]; N = empty slot
-    x_pad = jnp.concatenate([x, jnp.zeros((1, D), x.dtype)], axis=0)  # [N+1, D]
-    x_buf = x_pad[token_of_slot].reshape(E, C, D)  # [E, C, D]
+    packing = pack(expert, ok, E, C)
+    token_of_slot = jnp.append(token, N)[packing.pair_of_slot]  # [E·C]; N = empty slot
+    x_buf = gather_rows(x, token_of_slot).reshape(E, C, D)  # [E, C, D]
     y_buf = run_batched(x_buf)  # [E, C, O]
     out = y_buf.shape[-1]
-    y_flat = jnp.concatenate([y_buf.reshape(E * C, out), jnp.zeros((1, out), y_buf.dtype)])
-    y_pairs = y_flat[slot] * jnp.where(kept, w, 0.0).astype(y_buf.dtype)[:, None]  # [P, O]
+    y_pairs = gather_rows(y_buf.reshape(E * C, out), packing.slot)  # [P, O]
+    y_pairs = y_pairs * jnp.where(packing.kept, w, 0.0).astype(y_buf.dtype)[:, None]
     y = y_pairs.reshape(-1, N, out).sum(axis=0)  # [K, N, O] -> [N, O]
-    n_ok = jnp.maximum(jnp.sum(ok), 1)
-    load = jnp.sum(onehot[:, :E], axis=0) / n_ok
-    dropped = jnp.sum(ok & ~kept) / n_ok
-    return y, DispatchStats(load.astype(jnp.float32), dropped.astype(jnp.float32))
+    dropped = jnp.sum(ok & ~packing.kept) / jnp.maximum(jnp.sum(ok), 1)
+    return y, DispatchStats(routing_load(indices, valid, E), dropped.astype(jnp.float32))
+
+
+def routing_load(indices: jax.Array, valid: jax.Array, num_experts: int) -> jax.Array:
+    """f32 [E]: fraction of the valid (token, choice) pairs routed to each expert (before drops)."""
+    E = num_experts
+    onehot = jax.nn.one_hot(jnp.where(valid, indices, E), E, dtype=jnp.int32)  # [N, K, E]
+    return (jnp.sum(onehot, axis=(0, 1)) / jnp.maximum(jnp.sum(valid), 1)).astype(jnp.float32)
 
 
 def ragged_dispatch(
@@ -126,7 +166,7 @@ def ragged_dispatch(
     """
     N, _ = x.shape
     E = num_experts
-    expert, token, w, ok = _pairs(indices, weights, valid)
+    expert, token, w, ok = pairs(indices, weights, valid)
     key = jnp.where(ok, expert, E)  # [P]
     order = jnp.argsort(key, stable=True)  # [P]
     group_sizes = jnp.bincount(key, length=E + 1)[:E].astype(jnp.int32)  # [E]

@@ -14,15 +14,31 @@ kind of expert it drives:
 
 ``freeze`` is a bool [E] mask: a frozen expert's parameters pass through ``stop_gradient``, so
 they receive exactly zero gradient while everything else trains.
+
+``batched_parts(freeze)`` returns the same computation as ``batched`` split into its parameters
+(frozen and cast, ``[E, ...]``) and a pure function of them, so expert parallelism
+(``parallel.py``) can hand each device only its slice of the expert axis inside ``shard_map``.
+
+With ``partition_params=True`` every parameter is boxed with its logical axis names
+(``nn.with_logical_partitioning``: ``("expert", "embed", "mlp")`` and so on) so a sharded init can
+read them (``aura.train.sharding``); the default returns plain arrays from ``init``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = jnp.dtype
+BatchedFn = Callable[[dict, jax.Array], jax.Array]  # (params [E, ...], x [E, C, D]) -> [E, C, O]
+
+
+def logical(init, names: tuple[str | None, ...], enabled: bool):
+    """``init`` boxed with logical axis ``names`` when ``enabled`` (plain ``init`` otherwise)."""
+    return nn.with_logical_partitioning(init, names) if enabled else init
 
 
 def freeze_rows(param: jax.Array, freeze: jax.Array | None) -> jax.Array:
@@ -57,15 +73,21 @@ class MLPExperts(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     activation: str = "gelu"
+    partition_params: bool = False
 
     def setup(self):
         E, D, F = self.num_experts, self.in_dim, self.hidden_dim
         out = self.out_dim or D
+        on = self.partition_params
         kinit = _stacked_init(nn.initializers.lecun_normal())
-        self.w1 = self.param("w1", kinit, (E, D, F), self.param_dtype)
-        self.b1 = self.param("b1", nn.initializers.zeros, (E, F), self.param_dtype)
-        self.w2 = self.param("w2", kinit, (E, F, out), self.param_dtype)
-        self.b2 = self.param("b2", nn.initializers.zeros, (E, out), self.param_dtype)
+        zeros = nn.initializers.zeros
+        w1_init = logical(kinit, ("expert", "embed", "mlp"), on)
+        self.w1 = self.param("w1", w1_init, (E, D, F), self.param_dtype)
+        self.b1 = self.param("b1", logical(zeros, ("expert", "mlp"), on), (E, F), self.param_dtype)
+        w2_init = logical(kinit, ("expert", "mlp", "embed"), on)
+        self.w2 = self.param("w2", w2_init, (E, F, out), self.param_dtype)
+        b2_init = logical(zeros, ("expert", "embed"), on)
+        self.b2 = self.param("b2", b2_init, (E, out), self.param_dtype)
 
     def _params(self, freeze):
         p = {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
@@ -74,11 +96,20 @@ class MLPExperts(nn.Module):
     def _act(self, h):
         return getattr(jax.nn, self.activation)(h)
 
+    def batched_parts(self, freeze: jax.Array | None = None) -> tuple[dict, BatchedFn]:
+        """(params [E, ...] frozen and cast, pure ``fn(params, x [E, C, D]) -> [E, C, O]``)."""
+        act, dtype = getattr(jax.nn, self.activation), self.dtype
+
+        def fn(p: dict, x: jax.Array) -> jax.Array:
+            x = x.astype(dtype)
+            h = jnp.einsum("ecd,edf->ecf", x, p["w1"]) + p["b1"][:, None]  # [E, C, F]
+            return jnp.einsum("ecf,efo->eco", act(h), p["w2"]) + p["b2"][:, None]  # [E, C, O]
+
+        return self._params(freeze), fn
+
     def batched(self, x: jax.Array, freeze: jax.Array | None = None) -> jax.Array:
-        p = self._params(freeze)
-        x = x.astype(self.dtype)
-        h = jnp.einsum("ecd,edf->ecf", x, p["w1"]) + p["b1"][:, None]  # [E, C, F]
-        return jnp.einsum("ecf,efo->eco", self._act(h), p["w2"]) + p["b2"][:, None]  # [E, C, O]
+        p, fn = self.batched_parts(freeze)
+        return fn(p, x)
 
     def grouped(self, x: jax.Array, group_sizes: jax.Array, freeze=None) -> jax.Array:
         p = self._params(freeze)
@@ -109,39 +140,46 @@ class Conv1DExperts(nn.Module):
     out_dim: int | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    partition_params: bool = False
 
     def setup(self):
         E, D, H, W = self.num_experts, self.in_dim, self.channels, self.kernel_size
         out = self.out_dim or D
+        on = self.partition_params
         kinit = _stacked_init(nn.initializers.lecun_normal())
         zeros = nn.initializers.zeros
-        self.conv = self.param("conv", kinit, (E, W, H), self.param_dtype)
-        self.conv_b = self.param("conv_b", zeros, (E, H), self.param_dtype)
-        self.read = self.param("read", kinit, (E, H, 1), self.param_dtype)
-        self.read_b = self.param("read_b", zeros, (E, D), self.param_dtype)
-        self.mix = self.param("mix", kinit, (E, D, out), self.param_dtype)
-        self.mix_b = self.param("mix_b", zeros, (E, out), self.param_dtype)
+        pd = self.param_dtype
+        self.conv = self.param("conv", logical(kinit, ("expert", None, None), on), (E, W, H), pd)
+        self.conv_b = self.param("conv_b", logical(zeros, ("expert", None), on), (E, H), pd)
+        self.read = self.param("read", logical(kinit, ("expert", None, None), on), (E, H, 1), pd)
+        self.read_b = self.param("read_b", logical(zeros, ("expert", "embed"), on), (E, D), pd)
+        mix_init = logical(kinit, ("expert", "embed", None), on)
+        self.mix = self.param("mix", mix_init, (E, D, out), pd)
+        self.mix_b = self.param("mix_b", logical(zeros, ("expert", None), on), (E, out), pd)
 
     def _params(self, freeze):
         names = ("conv", "conv_b", "read", "read_b", "mix", "mix_b")
         return _frozen_cast({k: getattr(self, k) for k in names}, freeze, self.dtype)
 
     def _patches(self, x: jax.Array) -> jax.Array:
-        """[..., D] -> [..., D, W] "same"-padded sliding windows over the feature axis."""
-        W = self.kernel_size
-        left = (W - 1) // 2
-        pad = [(0, 0)] * (x.ndim - 1) + [(left, W - 1 - left)]
-        xp = jnp.pad(x, pad)
-        D = x.shape[-1]
-        return jnp.stack([xp[..., i : i + D] for i in range(W)], axis=-1)  # [..., D, W]
+        return _patches(x, self.kernel_size)
+
+    def batched_parts(self, freeze: jax.Array | None = None) -> tuple[dict, BatchedFn]:
+        """(params [E, ...] frozen and cast, pure ``fn(params, x [E, C, D]) -> [E, C, O]``)."""
+        W, dtype = self.kernel_size, self.dtype
+
+        def fn(p: dict, x: jax.Array) -> jax.Array:
+            x = x.astype(dtype)
+            h = jnp.einsum("ecdw,ewh->ecdh", _patches(x, W), p["conv"])  # [E, C, D, H]
+            h = jax.nn.gelu(h + p["conv_b"][:, None, None])
+            r = jnp.einsum("ecdh,eh->ecd", h, p["read"][..., 0]) + p["read_b"][:, None]  # [E,C,D]
+            return jnp.einsum("ecd,edo->eco", r, p["mix"]) + p["mix_b"][:, None]  # [E, C, O]
+
+        return self._params(freeze), fn
 
     def batched(self, x: jax.Array, freeze: jax.Array | None = None) -> jax.Array:
-        p = self._params(freeze)
-        x = x.astype(self.dtype)
-        h = jnp.einsum("ecdw,ewh->ecdh", self._patches(x), p["conv"])  # [E, C, D, H]
-        h = jax.nn.gelu(h + p["conv_b"][:, None, None])
-        r = jnp.einsum("ecdh,eh->ecd", h, p["read"][..., 0]) + p["read_b"][:, None]  # [E, C, D]
-        return jnp.einsum("ecd,edo->eco", r, p["mix"]) + p["mix_b"][:, None]  # [E, C, O]
+        p, fn = self.batched_parts(freeze)
+        return fn(p, x)
 
     def grouped(self, x: jax.Array, group_sizes: jax.Array, freeze=None) -> jax.Array:
         p = self._params(freeze)
@@ -162,6 +200,15 @@ class Conv1DExperts(nn.Module):
         h = jax.nn.gelu(h + p["conv_b"][:, None, None])
         r = jnp.einsum("jndh,jh->jnd", h, p["read"][..., 0]) + p["read_b"][:, None]  # [J, N, D]
         return jnp.einsum("jnd,jdo->jno", r, p["mix"]) + p["mix_b"][:, None]  # [J, N, O]
+
+
+def _patches(x: jax.Array, W: int) -> jax.Array:
+    """[..., D] -> [..., D, W] "same"-padded sliding windows over the feature axis."""
+    left = (W - 1) // 2
+    pad = [(0, 0)] * (x.ndim - 1) + [(left, W - 1 - left)]
+    xp = jnp.pad(x, pad)
+    D = x.shape[-1]
+    return jnp.stack([xp[..., i : i + D] for i in range(W)], axis=-1)  # [..., D, W]
 
 
 def _row_expert(group_sizes: jax.Array, num_rows: int) -> jax.Array:
