@@ -106,7 +106,7 @@ def main(argv):
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)  # orbax warns that the read-only adapter loader won't save
-    maybe_initialize_distributed()
+    validated(maybe_initialize_distributed)
     from aura.train.zones_loop import pretrain_zones
 
     def run():
