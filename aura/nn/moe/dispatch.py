@@ -101,9 +101,12 @@ def pack(group: jax.Array, ok: jax.Array, num_groups: int, capacity: int) -> Pac
 
 
 def gather_rows(rows: jax.Array, index: jax.Array) -> jax.Array:
-    """``rows[index]``, where ``index == len(rows)`` reads a zero row: [R, ...] -> [I, ...]."""
-    pad = jnp.zeros((1, *rows.shape[1:]), rows.dtype)
-    return jnp.concatenate([rows, pad], axis=0)[index]
+    """``rows[index]``, where ``index == len(rows)`` reads a zero row: [R, ...] -> [I, ...].
+
+    An out-of-bounds gather with ``mode="fill"`` (no padded copy of ``rows``); its transpose
+    drops the out-of-bounds rows, so gradients are exact.
+    """
+    return rows.at[index].get(mode="fill", fill_value=0)
 
 
 def capacity_dispatch(
