@@ -6,3 +6,35 @@ os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+class _StopAfter:
+    """A ``PreemptionGuard`` stand-in whose ``requested`` turns True after ``n`` checks.
+
+    Patched over a loop's guard it acts like a SIGTERM arriving mid-run, deterministically.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @property
+    def requested(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+@pytest.fixture
+def stop_after():
+    """Factory: ``stop_after(n)`` is a guard that requests a stop after n checks."""
+    return _StopAfter

@@ -112,28 +112,9 @@ def test_pretrain_resumes_and_chat_generates(corpus, tmp_path):
     assert len(buf.getvalue().strip()) > 0  # some text was streamed
 
 
-class _StopAfter:
-    def __init__(self, n):
-        self.n = n
-
-    def __call__(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @property
-    def requested(self):
-        self.n -= 1
-        return self.n < 0
-
-
-def test_sigterm_saves_and_the_same_command_resumes(corpus, tmp_path, monkeypatch):
+def test_sigterm_saves_and_the_same_command_resumes(corpus, tmp_path, monkeypatch, stop_after):
     out = tmp_path / "ckpt"
-    monkeypatch.setattr(lm_loop, "PreemptionGuard", _StopAfter(2))
+    monkeypatch.setattr(lm_loop, "PreemptionGuard", stop_after(2))
     part = lm_loop.pretrain(pretrain_cfg(corpus, out, 6), log=lambda s: None)
     assert part["interrupted"] and part["steps"] == 3
     monkeypatch.undo()

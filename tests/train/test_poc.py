@@ -154,31 +154,12 @@ def test_training_grows_saves_experts_and_resumes_step_count(digits, tmp_path):
     assert len(lines) == 3  # one record per epoch, the resumed run appended
 
 
-class _StopAfter:
-    """A PreemptionGuard stand-in that asks to stop after ``n`` checks (a SIGTERM mid-epoch)."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __call__(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @property
-    def requested(self):
-        self.n -= 1
-        return self.n < 0
-
-
-def test_preempted_run_resumes_mid_epoch_to_the_same_parameters(digits, tmp_path, monkeypatch):
+def test_preempted_run_resumes_mid_epoch_to_the_same_parameters(
+    digits, tmp_path, monkeypatch, stop_after
+):
     path, *_ = digits
     full = poc_loop.train(run_cfg(path, tmp_path / "a", 3), log=lambda s: None)
-    monkeypatch.setattr(poc_loop, "PreemptionGuard", _StopAfter(6))  # stop inside epoch 1
+    monkeypatch.setattr(poc_loop, "PreemptionGuard", stop_after(6))  # stop inside epoch 1
     part = poc_loop.train(run_cfg(path, tmp_path / "b", 3), log=lambda s: None)
     assert part["interrupted"] and part["steps"] == 7
     monkeypatch.undo()
