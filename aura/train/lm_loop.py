@@ -150,8 +150,12 @@ def data_position(seed: int, step: int, num_examples: int, A: int, B: int) -> di
     }
 
 
-def pretrain(cfg: PretrainConfig, log=print) -> dict:
-    """Runs or resumes pretraining; returns a summary dict (identical on every process)."""
+def pretrain(cfg: PretrainConfig, log=print, on_save=None) -> dict:
+    """Runs or resumes pretraining; returns a summary dict (identical on every process).
+
+    ``on_save(step, params)``, if given, runs after every checkpoint written (pretrain_zones uses
+    it to save each expert on its own as training goes).
+    """
     cfg.validate()
     t0 = time.time()
     proc, nproc = jax.process_index(), jax.process_count()
@@ -207,7 +211,9 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
             "mesh": dict(mesh.shape),
             "version": aura.__version__,
         }
-        ckpt.save(step, state, meta, force=force)
+        saved = ckpt.save(step, state, meta, force=force)  # False: this step exists already
+        if saved and on_save is not None:  # e.g. pretrain_zones saving each expert on its own
+            on_save(step, state.params)
 
     start = int(state.step)
     interrupted, window, last = False, [], {}

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -120,6 +121,17 @@ def _zone_manifest(cfg: ZonesConfig, zone: str, analytics: dict, **extra) -> Non
     )
 
 
+def _save_language_experts(cfg: ZonesConfig, step: int, params, metrics=None, extra=None):
+    """Each adapter expert on its own under ``<root>/language/expert_<i>`` (with a manifest)."""
+    experts = params["core"]["experts"]
+    for i in range(jax.tree.leaves(experts)[0].shape[0]):
+        manifest = {"zone": "language", "expert": i, "step": step, **(extra or {})}
+        manifest["metrics"] = (metrics or {}).get(i, {})
+        save_expert(
+            expert_ckpt_path("language", i, cfg.ckpt_root), expert_rows(experts, i), manifest
+        )
+
+
 def _pretrain_language(cfg: ZonesConfig, log) -> dict:
     from aura.train.lm_loop import PretrainConfig, pretrain
 
@@ -144,6 +156,8 @@ def _pretrain_language(cfg: ZonesConfig, log) -> dict:
             tensorboard=cfg.tensorboard,
         ),
         log=log,
+        # Experts are saved on their own at every adapter checkpoint, not only at the end.
+        on_save=lambda step, params: _save_language_experts(cfg, step, params),
     )
 
 
@@ -185,14 +199,12 @@ def _lm_zones(cfg: ZonesConfig, log, publish) -> dict[str, Any]:
     lang = {"gate_entropy": routing["gate_entropy"], "utilisation": routing["utilisation"],
             "routed_accuracy": routed_acc}  # fmt: skip
     if "language" in cfg.zones:
-        experts = params["core"]["experts"]
-        for i in range(E):
-            metrics = {"utilisation": lang["utilisation"][i], "routed_accuracy": routed_acc[i]}
-            save_expert(
-                expert_ckpt_path("language", i, cfg.ckpt_root),
-                expert_rows(experts, i),
-                {"zone": "language", "expert": i, "metrics": metrics, **common},
-            )
+        metrics = {
+            i: {"utilisation": lang["utilisation"][i], "routed_accuracy": routed_acc[i]}
+            for i in range(E)
+        }
+        extra = {k: v for k, v in common.items() if k != "step"}
+        _save_language_experts(cfg, step, params, metrics, extra)
         _zone_manifest(cfg, "language", lang, ckpt_out=os.path.abspath(cfg.ckpt_out), step=step)
         overall = acc_total[0] / acc_total[1] if acc_total[1] else None
         publish("language", {**lang, "routed_accuracy": overall}, routing["utilisation"])

@@ -136,3 +136,14 @@ def test_chat_on_missing_checkpoint_is_a_clear_error(corpus, tmp_path):
 
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         Chat(str(tmp_path / "nothing"), corpus[2])
+
+
+def test_on_save_hook_sees_every_checkpoint(corpus, tmp_path):
+    calls = []
+    lm_loop.pretrain(
+        pretrain_cfg(corpus, tmp_path / "ckpt", 4),
+        log=lambda s: None,
+        on_save=lambda step, params: calls.append((step, params["core"]["experts"]["w1"].shape)),
+    )
+    assert [c[0] for c in calls] == [2, 4]  # save_every=2, and the final save
+    assert calls[0][1][0] == 2  # the tiny preset's 2 experts, stacked
