@@ -39,7 +39,10 @@ def run(argv: list[str]) -> None:
         sys.exit(0 if len(argv) >= 2 else 2)
     name = argv[1]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}")
+        print(
+            f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     from absl import app, logging
 
