@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
+from aura.commands.lm_options import resolve_run
 
 _PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
 FLAGS = flags.FLAGS
@@ -47,28 +48,17 @@ flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
 
 def build_config():
-    import jax
-
-    from aura.train import sharding
     from aura.train.lm_loop import PretrainConfig
 
     c = FLAGS.config
-    model = c.model
-    if FLAGS.dtype:
-        model.dtype = {"bf16": "bfloat16", "f32": "float32"}[FLAGS.dtype]
-    mesh = dict(c.mesh)
-    if FLAGS.pmap and FLAGS.mesh:
-        raise ValueError("--pmap means --mesh data=-1; pass one of them")
-    if FLAGS.mesh:
-        mesh = {"data": 1, "fsdp": 1, "expert": 1, **sharding.parse_mesh(FLAGS.mesh)}
-    batch = FLAGS.batch_size or c.batch_size
-    if FLAGS.pmap:
-        mesh = {"data": -1, "fsdp": 1, "expert": 1}
-    if FLAGS.per_device_batch:
-        if not (FLAGS.pmap or FLAGS.mesh):
-            raise ValueError("--per_device_batch needs --pmap or --mesh")
-        shape = sharding.resolve_mesh_shape(mesh, jax.device_count())
-        batch = FLAGS.per_device_batch * shape[0] * shape[1] * shape[2]
+    model, mesh, batch = resolve_run(
+        c,
+        dtype=FLAGS.dtype,
+        batch_size=FLAGS.batch_size,
+        pmap=FLAGS.pmap,
+        per_device_batch=FLAGS.per_device_batch,
+        mesh_spec=FLAGS.mesh,
+    )
     return PretrainConfig(
         jsonl=FLAGS.jsonl,
         spm_model=FLAGS.spm_model,

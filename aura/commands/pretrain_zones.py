@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
+from aura.commands.lm_options import resolve_run
 
 _PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
 FLAGS = flags.FLAGS
@@ -57,22 +58,16 @@ flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
 
 
 def build_config():
-    import jax
-
     from aura.train.zones_loop import ZonesConfig
 
     c = FLAGS.config
-    model = c.model
-    if FLAGS.dtype:
-        model.dtype = {"bf16": "bfloat16", "f32": "float32"}[FLAGS.dtype]
-    mesh = dict(c.mesh)
-    batch = FLAGS.batch_size or c.batch_size
-    if FLAGS.pmap:
-        mesh = {"data": -1, "fsdp": 1, "expert": 1}
-        if FLAGS.per_device_batch:
-            batch = FLAGS.per_device_batch * jax.device_count()
-    elif FLAGS.per_device_batch:
-        raise ValueError("--per_device_batch needs --pmap")
+    model, mesh, batch = resolve_run(
+        c,
+        dtype=FLAGS.dtype,
+        batch_size=FLAGS.batch_size,
+        pmap=FLAGS.pmap,
+        per_device_batch=FLAGS.per_device_batch,
+    )
     return ZonesConfig(
         zones=tuple(z.strip() for z in FLAGS.zones.split(",")),
         ckpt_root=FLAGS.ckpt_root,
