@@ -107,7 +107,8 @@ def publish(
       phasor: [P] phasor summary (replaces the zone's previous one).
       attention: [A] attention-gain summary (replaces the previous one).
       stats: some of ``STATS`` -> scalar; each is folded into the zone's EMA with ``decay``
-        (set directly the first time); the others are left alone.
+        (set directly the first time); the others, and any given as NaN (e.g. the routed
+        accuracy of a zone that received no sample this step), are left alone.
       load: [E'] expert load (E' <= E; padded with zeros), folded into the lifetime mean.
       decay: EMA decay of the statistics, in [0, 1).
 
@@ -129,8 +130,8 @@ def publish(
         if unknown:
             raise ValueError(f"unknown bus statistics {unknown}; valid: {', '.join(STATS)}")
         old, seen = bus.stats[zone], bus.seen[zone]  # [S], [S]
-        given = jnp.asarray([k in stats for k in STATS])  # [S]
         value = jnp.stack([jnp.asarray(stats.get(k, 0.0), jnp.float32).reshape(()) for k in STATS])
+        given = jnp.asarray([k in stats for k in STATS]) & ~jnp.isnan(value)  # [S]
         ema = jnp.where(seen, decay * old + (1.0 - decay) * value, value)  # first value: as is
         new = new._replace(
             stats=new.stats.at[zone].set(jnp.where(given, ema, old)),

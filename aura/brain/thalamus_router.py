@@ -7,13 +7,23 @@ The thalamus decides how much each zone contributes to a step. It scores zones f
 centroids, ``score_z = -scale * ||q - c_z||^2`` (:func:`centroid_scores`), keeps the top-k zones
 and normalises their softmax (:func:`route_zones`): the other zones get a weight of exactly 0.
 
-The broadcaster (:func:`broadcast_gradients`) then scales each zone's gradient by its routing
-weight — the zone's share of the batch, ``w_z = mean_B weights[b, z]`` for per-sample routing —
-and gives exactly zero gradient to zones that were not routed, so zones specialise on what the
-thalamus sends them instead of all learning everything. Zone-local losses (auxiliary or
-self-supervised terms each zone computes on its own) would otherwise update every zone on every
-batch; the broadcaster is applied to those gradients, on top of whatever the combined output's
-gradient already carries.
+The broadcaster scales each zone's gradient by its routing weight and gives exactly zero
+gradient to zones that were not routed, so zones specialise on what the thalamus sends them
+instead of all learning everything. Zone-local losses (auxiliary or self-supervised terms each
+zone computes on its own) would otherwise update every zone on every sample; the broadcaster is
+applied to those gradients, on top of whatever the combined output's gradient already carries.
+It comes in two forms:
+
+* :func:`gradient_gate`, per sample, inside the loss: the identity on a zone's output whose
+  backward pass multiplies sample b's cotangent by ``weights[b, z]`` (exactly 0 where the zone
+  was not routed, even for a non-finite cotangent). The joint multi-zone step
+  (``aura.train.zone_joint_step``) uses it on every zone-local loss.
+* :func:`broadcast_gradients`, per batch, on gradient pytrees already computed: each zone's
+  gradient times its share of the batch, ``w_z = mean_B weights[b, z]``.
+
+:func:`balance_bias` is the thalamus' reading of the neural-signal bus: a zone whose running
+share of the routing is above ``1/Z`` gets a negative score bias (and one below, a positive
+one), so routing stays spread over the zones without an auxiliary loss.
 
 Everything is a pure, jit-safe function over arrays and pytrees keyed by zone name.
 """
@@ -29,9 +39,11 @@ import jax.numpy as jnp
 from aura.nn.moe.router import masked_softmax
 
 __all__ = [
+    "balance_bias",
     "broadcast_gradients",
     "centroid_scores",
     "combine_zones",
+    "gradient_gate",
     "route_zones",
     "zone_shares",
 ]
@@ -54,6 +66,7 @@ def route_zones(
     top_k: int = 1,
     temperature: float = 1.0,
     mask: jax.Array | None = None,
+    renormalize: bool = True,
 ) -> jax.Array:
     """Zone weights [..., Z] from scores [..., Z]: softmax over the top-k (others exactly 0).
 
@@ -62,6 +75,9 @@ def route_zones(
       top_k: zones kept per query.
       temperature: softmax temperature (> 0).
       mask: optional bool [Z]: zones that may be routed at all.
+      renormalize: True: the kept weights sum to 1 (softmax over the top-k only). False: the
+        kept zones keep their probability under the softmax over every allowed zone (Switch
+        style), so with ``top_k=1`` the weight still carries a gradient to the scores.
 
     Raises:
       ValueError: ``top_k`` outside [1, Z] or a non-positive temperature.
@@ -76,7 +92,9 @@ def route_zones(
     s = jnp.where(allowed, s, -jnp.inf)
     kth = jax.lax.top_k(s, top_k)[0][..., -1:]  # [..., 1] the k-th best score
     keep = (s >= kth) & allowed  # ties at the k-th score are all kept
-    return masked_softmax(s, keep)
+    if renormalize:
+        return masked_softmax(s, keep)
+    return jnp.where(keep, masked_softmax(s, allowed), 0.0)
 
 
 def zone_shares(weights: jax.Array) -> jax.Array:
@@ -135,3 +153,50 @@ def broadcast_gradients(
         return jnp.where(wz > 0, g * wz.astype(g.dtype), jnp.zeros_like(g))
 
     return {z: jax.tree.map(lambda g, wz=w[z]: scale(g, wz), tree) for z, tree in grads.items()}
+
+
+@jax.custom_vjp
+def gradient_gate(x: jax.Array, weight: jax.Array) -> jax.Array:
+    """Identity on a zone's output ``x`` [B, ...]; the backward pass scales sample b by weight[b].
+
+    Args:
+      x: the zone's per-sample output (any trailing shape).
+      weight: [B] the zone's routing weight per sample (treated as a constant: it receives a zero
+        gradient, so the gate's training comes from the combined output, not from this path).
+
+    Returns:
+      ``x`` unchanged. Its cotangent becomes ``weight[b] * g[b]`` where ``weight[b] > 0`` and
+      exactly 0 elsewhere (also for a NaN/inf cotangent of an unrouted sample).
+    """
+    return x
+
+
+def _gate_fwd(x, weight):
+    return x, weight
+
+
+def _gate_bwd(weight, g):
+    w = weight.reshape(weight.shape + (1,) * (g.ndim - weight.ndim)).astype(g.dtype)  # [B, 1..]
+    return jnp.where(w > 0, g * w, jnp.zeros_like(g)), jnp.zeros_like(weight)
+
+
+gradient_gate.defvjp(_gate_fwd, _gate_bwd)
+
+
+def balance_bias(
+    shares: jax.Array, seen: jax.Array | None = None, gain: float | jax.Array = 1.0
+) -> jax.Array:
+    """Score bias [Z] that pushes zone routing towards a uniform share.
+
+    ``bias_z = -gain * Z * (share_z - 1/Z)``: 0 at a perfect balance, ``-gain * (Z - 1)`` for a
+    zone that takes everything. Zones not yet ``seen`` (no share published) get 0.
+
+    Args:
+      shares: [Z] each zone's running routing share (e.g. the bus' ``routing_weight`` EMA).
+      seen: optional bool [Z]: which shares are real.
+      gain: bias strength (0 disables it).
+    """
+    s = jnp.asarray(shares, jnp.float32)
+    Z = s.shape[-1]
+    bias = -jnp.asarray(gain, jnp.float32) * Z * (s - 1.0 / Z)  # [Z]
+    return bias if seen is None else jnp.where(jnp.asarray(seen, bool), bias, 0.0)

@@ -229,7 +229,12 @@ def build_core_kwargs_for_zone(
 
 
 def zone_controls(
-    zone: str, epoch: int = 0, *, freeze_experts: bool = False, active: int | None = None
+    zone: str,
+    epoch: int = 0,
+    *,
+    freeze_experts: bool = False,
+    active: int | None = None,
+    schedule: str | None = None,
 ) -> RoutingControls:
     """RoutingControls of ``zone`` at ``epoch``: growth schedule + freeze policy.
 
@@ -238,12 +243,14 @@ def zone_controls(
       epoch: epoch of the growth schedule (ignored when ``active`` is given).
       freeze_experts: freeze every active expert.
       active: override the number of active experts.
+      schedule: a growth schedule to follow instead of the zone's own (e.g. the zone's schedule
+        compressed to a shorter run by :func:`fit_schedule`).
 
     Raises:
       ValueError: unknown zone, or ``active`` outside [1, capacity].
     """
     spec = get_zone(zone)
-    schedule = growth.parse_growth_schedule(spec.growth_schedule, spec.capacity)
+    schedule = growth.parse_growth_schedule(schedule or spec.growth_schedule, spec.capacity)
     n = growth.active_at(schedule, epoch) if active is None else int(active)
     frozen = np.zeros((spec.capacity,), bool)
     if freeze_experts or spec.freeze_policy == "all":

@@ -86,3 +86,47 @@ def test_non_routed_zones_get_exactly_zero_gradient_in_a_training_step():
     new = optax.apply_updates(params, updates)
     np.testing.assert_array_equal(new["amygdala"]["w"], params["amygdala"]["w"])
     assert not np.array_equal(new["language"]["w"], params["language"]["w"])
+
+
+def test_gradient_gate_matches_a_per_sample_weighted_loss_and_zeroes_unrouted():
+    rng = np.random.default_rng(1)
+    W = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    w = jnp.asarray([0.7, 0.0, 1.0, 0.2, 0.0])
+
+    def gated(W):
+        return jnp.sum(jnp.tanh(tr.gradient_gate(x @ W, w)) ** 2)
+
+    def naive(W):  # the same loss with sample b's term multiplied by w[b] (value changes, grad ok)
+        per_sample = jnp.sum(jnp.tanh(x @ W) ** 2, axis=1)  # [B]
+        return jnp.sum(jax.lax.stop_gradient(w) * per_sample)
+
+    np.testing.assert_allclose(gated(W), jnp.sum(jnp.tanh(x @ W) ** 2), rtol=1e-6)  # identity
+    np.testing.assert_allclose(jax.grad(gated)(W), jax.grad(naive)(W), rtol=1e-5, atol=1e-6)
+    # A non-finite cotangent of an unrouted sample becomes exactly 0.
+    bad = jnp.asarray([0.0, jnp.inf, 0.0, 0.0, 0.0])
+    g = jax.grad(lambda x_: jnp.sum(tr.gradient_gate(x_, w) * bad[:, None]))(x)
+    assert np.all(np.asarray(g) == 0.0)
+    # The weights themselves receive no gradient through the gate.
+    gw = jax.grad(lambda w_: jnp.sum(tr.gradient_gate(x, w_)))(w)
+    assert np.all(np.asarray(gw) == 0.0)
+
+
+def test_route_zones_without_renormalising_keeps_the_full_softmax_probability():
+    scores = jnp.asarray([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    w = np.asarray(tr.route_zones(scores, top_k=1, renormalize=False))
+    p = np.asarray(jax.nn.softmax(scores, axis=-1))
+    np.testing.assert_allclose(w, [[p[0, 0], 0, 0], [0, 0, p[1, 2]]], rtol=1e-6)
+    # ... so the gate gets a gradient even with one zone per sample (renormalised: none).
+    g = jax.grad(lambda s: jnp.sum(tr.route_zones(s, 1, renormalize=False)))(scores)
+    assert np.abs(np.asarray(g)).sum() > 0
+    g1 = jax.grad(lambda s: jnp.sum(tr.route_zones(s, 1)))(scores)
+    assert np.abs(np.asarray(g1)).sum() == 0
+
+
+def test_balance_bias_pushes_towards_a_uniform_share():
+    bias = np.asarray(tr.balance_bias(jnp.asarray([0.7, 0.1, 0.1, 0.1]), gain=0.5))
+    np.testing.assert_allclose(bias, [-0.9, 0.3, 0.3, 0.3], rtol=1e-6)
+    assert np.all(np.asarray(tr.balance_bias(jnp.full((4,), 0.25))) == 0)
+    unseen = tr.balance_bias(jnp.asarray([1.0, 0.0]), seen=jnp.asarray([True, False]))
+    np.testing.assert_allclose(np.asarray(unseen), [-1.0, 0.0])

@@ -151,3 +151,18 @@ def test_bus_rejects_bad_widths_and_names():
     # A shorter load is padded: a zone with fewer experts shares the bus.
     b = bus_lib.publish(bus, 1, load=jnp.asarray([0.25, 0.75]))
     np.testing.assert_allclose(b.utilisation[1], [0.25, 0.75, 0, 0])
+
+
+def test_bus_skips_nan_statistics_and_follows_a_given_schedule():
+    bus = bus_lib.init_bus(2, 1, 1, 2)
+    bus = bus_lib.publish(bus, 0, stats={"routed_accuracy": 0.8, "loss": 1.0}, decay=0.5)
+    bus = bus_lib.publish(bus, 0, stats={"routed_accuracy": jnp.nan, "loss": 3.0}, decay=0.5)
+    bus = bus_lib.publish(bus, 1, stats={"routed_accuracy": jnp.nan})
+    view = bus_lib.zone_analytics(bus, ("a", "b"))
+    assert view["a"]["routed_accuracy"] == pytest.approx(0.8)  # NaN: left alone
+    assert view["a"]["loss"] == pytest.approx(2.0)  # 0.5 * 1 + 0.5 * 3
+    assert view["b"]["routed_accuracy"] is None  # never seen
+    # zone_controls can follow a compressed schedule instead of the zone's own.
+    ctl = zones.zone_controls("hippocampus", 1, schedule="0:3,1:6")
+    assert int(ctl.active_count) == 6
+    assert np.asarray(ctl.freeze_mask).tolist() == [True] * 3 + [False] * 3  # policy "grown"
