@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench_moe.py --json checkpoints/bench_moe.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .pytest_jax_cache .ruff_cache

@@ -6,6 +6,12 @@ os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests build the same jitted steps many times (each run a new closure): a persistent compilation
+# cache per test process turns the repeats into cache hits. Executables are identical either way.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".pytest_jax_cache", _worker)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest  # noqa: E402
 
