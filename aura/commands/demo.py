@@ -8,7 +8,8 @@ Each stage is a real command, printed before it runs, so the demo doubles as a t
 4. ``pretrain``: a small SelfTeachingAdapter (LiquidMoE retrieval + SRWKV core) on the JSONL;
 5. ``chat``: one prompt answered with the recurrent state;
 6. ``pretrain_zones``: the brain zones (hippocampus experts from stage 1, the language adapter
-   from stage 4, amygdala, thalamus and hypothalamus heads fitted on the corpus);
+   from stage 4, amygdala, thalamus and hypothalamus heads fitted on the corpus), then the
+   joint stage: the zones trained together, the thalamus routing digits between them;
 7. ``inspect``: a table of every zone checkpoint;
 8. ``chat --ckpt_root``: the same prompt with the zone heads composed into routing.
 
@@ -61,7 +62,8 @@ def stages(w: str) -> list[tuple[str, list[str]]]:
              f"--txt_dir={w}/corpus/text", f"--json_dir={w}/corpus",
              f"--spm_model={w}/tokenizer/spiece.model", f"--ckpt_root={w}/zones",
              f"--ckpt_out={w}/lm", f"--mnist_workdir={w}/mnist",
-             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128"],
+             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128",
+             "--joint_epochs=2"],
         ),
         ("inspect zones", ["inspect", f"--ckpt_root={w}/zones"]),
         (
@@ -93,7 +95,8 @@ def main(argv):
         f"  corpus/      text/*.txt, instruct.jsonl, heldout.txt\n"
         f"  tokenizer/   spiece.model, spiece.vocab\n"
         f"  lm/          pretrain checkpoints, metrics.jsonl, tb/\n"
-        f"  zones/       hippocampus/expert_<i>, amygdala/, thalamus/, hypothalamus/, language/\n"
+        f"  zones/       hippocampus/expert_<i>, amygdala/, thalamus/, hypothalamus/, language/,\n"
+        f"               joint/ (the zones trained together: joint.json, <zone>/expert_<i>)\n"
         f"Chat again:  python -m aura.build chat --ckpt {w}/lm "
         f"--spm_model {w}/tokenizer/spiece.model --ckpt_root {w}/zones"
     )

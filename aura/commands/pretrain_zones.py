@@ -6,12 +6,15 @@
         --spm_model checkpoints/tok/spiece.model --max_len 128 --pad_to 128 \
         --batch_size 16 --accumulate_steps 1 --dtype f32 [--pmap --per_device_batch 4] \
         --ckpt_root checkpoints/zones --ckpt_out checkpoints/lm --steps 150 --mnist_epochs 2 \
-        [--mnist_workdir checkpoints/mnist] [--config configs/pretrain.py:demo]
+        [--mnist_workdir checkpoints/mnist] [--config configs/pretrain.py:demo] \
+        [--joint_epochs 2 --joint_zones hippocampus,amygdala,hypothalamus,language]
 
 Writes ``<ckpt_root>/hippocampus/expert_<i>``, ``amygdala/bias_head``, ``thalamus/gate_head``,
 ``hypothalamus/control_head``, ``language/expert_<i>`` (the adapter itself goes to
 ``--ckpt_out``), a ``zone.json`` per zone and ``zones.json``; ``heldout*.jsonl`` files under
-``--json_dir`` are held out (temperature fitting, routed accuracy), never trained on. Rerunning
+``--json_dir`` are held out (temperature fitting, routed accuracy), never trained on. With the
+thalamus in ``--zones``, a joint stage then trains the zones together on the digits, the
+thalamus routing each one, into ``<ckpt_root>/joint`` (``--joint_epochs 0`` skips it). Rerunning
 resumes the adapter and the POC; ``--mnist_workdir`` pointing at a finished ``mnist`` run reuses
 its experts. Inspect the result with ``python -m aura.build inspect --ckpt_root DIR``.
 """
@@ -52,6 +55,9 @@ flags.DEFINE_string("mnist_data", None, "digits npz (default: the embedded 8,000
 flags.DEFINE_string("mnist_workdir", None, "a mnist run to reuse (or to train into)")
 flags.DEFINE_integer("max_docs", 256, "corpus documents the heads are fitted on")
 flags.DEFINE_integer("kmeans_iters", 10, "Lloyd iterations of the thalamus centroids")
+flags.DEFINE_integer("joint_epochs", 2, "epochs of the joint multi-zone stage (0: skip it)")
+flags.DEFINE_string("joint_zones", None, "zones trained jointly (default: --zones but thalamus)")
+flags.DEFINE_boolean("joint_broadcast", True, "thalamic gradient broadcaster (off: ablation)")
 flags.DEFINE_integer("seed", 0, "random seed")
 flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
@@ -91,6 +97,11 @@ def build_config():
         mnist_workdir=FLAGS.mnist_workdir,
         max_docs=FLAGS.max_docs,
         kmeans_iters=FLAGS.kmeans_iters,
+        joint_epochs=FLAGS.joint_epochs,
+        joint_zones=tuple(z.strip() for z in FLAGS.joint_zones.split(","))
+        if FLAGS.joint_zones
+        else None,
+        joint_broadcast=FLAGS.joint_broadcast,
         seed=FLAGS.seed,
         tensorboard=FLAGS.tensorboard,
     )

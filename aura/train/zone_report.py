@@ -1,7 +1,8 @@
 """Checks and reports the zone checkpoints under a root: what ``inspect`` prints.
 
 :func:`scan` reads every artefact a pretrain_zones root can hold (``<zone>/expert_<i>``, the
-zone's head, the language adapter named in ``language/zone.json``) and returns one
+zone's head, the language adapter named in ``language/zone.json``, the joint stage's
+``joint/joint.json`` and ``joint/<zone>/expert_<i>``) and returns one
 :class:`Entry` each, with a status: ``ok``; ``recovered`` (only the previous copy survives a
 crash between a save's two renames; it loads, and the next save repairs it); ``corrupt`` (a file
 does not read back, or the arrays disagree with the manifest); ``incomplete`` (manifest or
@@ -22,6 +23,8 @@ from aura.brain.zones import ZONES, expert_ckpt_path, get_zone
 from aura.train.checkpoint import CheckpointError
 from aura.train.expert_ckpt import load_expert
 from aura.train.zone_store import ZONE_MANIFEST, flat_shapes, list_experts, read_json
+
+JOINT_DIR, JOINT_MANIFEST = "joint", "joint.json"  # the joint stage (aura.train.zone_joint)
 
 __all__ = ["Entry", "inspect_root", "render", "scan", "scan_zone"]
 
@@ -132,6 +135,36 @@ def _language_entry(zdir: Path) -> Entry:
     return entry
 
 
+def scan_joint(root: str | Path, verify: bool = True) -> list[Entry]:
+    """The joint stage under ``<root>/joint``: each zone's routing analytics and its experts."""
+    jdir = Path(root) / JOINT_DIR
+    if not jdir.is_dir():
+        return [Entry(JOINT_DIR, "-", "missing", str(jdir), message="no joint stage was run")]
+    try:
+        manifest = read_json(jdir / JOINT_MANIFEST)
+    except CheckpointError as err:
+        manifest = {}
+        entries = [Entry(JOINT_DIR, JOINT_MANIFEST, "incomplete", str(jdir), message=str(err))]
+    else:
+        metrics = {
+            k: manifest.get(k) for k in ("test_accuracy", "specialisation", "class_zone_nmi")
+        }
+        entries = [Entry(JOINT_DIR, "routing", "ok", str(jdir), step=manifest.get("steps"),
+                         metrics=metrics)]  # fmt: skip
+    per_zone = manifest.get("per_zone") or {}
+    zones = [z for z in ZONES if (jdir / z).is_dir()]
+    for zone in zones:
+        m = per_zone.get(zone) or {}
+        metrics = {k: m.get(k) for k in ("routed_accuracy", "share", "local_in", "local_out")}
+        metrics["gate_entropy"] = m.get("gate_entropy")
+        entries.append(Entry(f"{JOINT_DIR}/{zone}", "routing", "ok", str(jdir / zone),
+                             step=manifest.get("steps"), metrics=metrics))  # fmt: skip
+        for i in list_experts(jdir, zone):
+            path = expert_ckpt_path(zone, i, jdir)
+            entries.append(_check_artefact(f"{JOINT_DIR}/{zone}", f"expert_{i}", path, verify))
+    return entries
+
+
 def scan(root: str | Path, zones: list[str] | None = None, verify: bool = True) -> list[Entry]:
     """Checks the zones under ``root`` (all zone directories found, or the ``zones`` named).
 
@@ -144,16 +177,23 @@ def scan(root: str | Path, zones: list[str] | None = None, verify: bool = True) 
         raise CheckpointError(f"checkpoint root {root} does not exist; run pretrain_zones first")
     if zones:
         for z in zones:
-            get_zone(z)
+            if z != JOINT_DIR:
+                get_zone(z)
     else:
         found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         zones = [z for z in ZONES if z in found] + sorted(found - set(ZONES))
-    return [e for z in zones for e in scan_zone(root, z, verify)]
+    return [
+        e
+        for z in zones
+        for e in (scan_joint(root, verify) if z == JOINT_DIR else scan_zone(root, z, verify))
+    ]
 
 
 _METRIC_KEYS = (
     "routed_accuracy",
     "test_accuracy",
+    "share",
+    "specialisation",
     "gate_agreement",
     "r2",
     "temperature",

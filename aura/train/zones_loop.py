@@ -13,6 +13,11 @@ Used by ``python -m aura.build pretrain_zones``. In dependency order:
    See ``aura.models.zone_heads`` for each fit and ``aura.train.zone_corpus`` for the pass.
 3. ``hippocampus``: the MNIST POC (``poc_loop.train``, short schedule) or, given a POC workdir
    that already holds experts, those experts; collected into ``<root>/hippocampus/expert_<i>``.
+4. ``joint`` (with ``thalamus`` and ``joint_epochs > 0``): the zones trained together in one
+   model, the thalamus routing each sample between them, the neural-signal bus in the step's
+   state and the thalamic gradient broadcaster on (``aura.train.zone_joint``), under
+   ``<root>/joint``. The bus' statistics decay with the hypothalamus' merit momentum when its
+   control head is there.
 
 Each zone gets a ``zone.json`` (preset, analytics, artefacts) and the run a ``zones.json`` with
 the neural-signal bus' per-zone analytics. A head zone without ``language`` in ``zones`` uses the
@@ -75,6 +80,10 @@ class ZonesConfig:
     max_tokens: int = 16384
     heldout_records: int = 64
     kmeans_iters: int = 10
+    joint_epochs: int = 2
+    joint_zones: tuple[str, ...] | None = None  # default: every zone of `zones` but thalamus
+    joint_model: ml_collections.ConfigDict | None = None
+    joint_broadcast: bool = True
     seed: int = 0
     tensorboard: bool = True
 
@@ -85,6 +94,10 @@ class ZonesConfig:
           ValueError: a bad value (naming it and the limit). DataError: a missing input.
         """
         self.zones = parse_zones(",".join(self.zones))
+        if self.joint_epochs < 0:
+            raise ValueError(f"--joint_epochs={self.joint_epochs} must be >= 0 (0: no joint stage)")
+        if self.joint_zones is not None:
+            self.joint_zones = parse_zones(",".join(self.joint_zones))
         for name in ("steps", "batch_size", "accumulate_steps", "max_docs", "mnist_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be >= 1")
@@ -105,6 +118,46 @@ class ZonesConfig:
             path = getattr(self, name)
             if path and not path.startswith("tfds:") and not os.path.exists(path):
                 raise DataError(f"--{name} {path} does not exist")
+        if self.runs_joint():
+            self.joint_config().validate()
+
+    def runs_joint(self) -> bool:
+        """The joint stage runs when the thalamus is trained, ``joint_epochs > 0`` and there
+        are zones to route between (``joint_zones``, or two zones of ``zones`` besides it)."""
+        others = [z for z in self.zones if z != "thalamus"]
+        enough = self.joint_zones is not None or len(others) >= 2
+        return "thalamus" in self.zones and self.joint_epochs > 0 and enough
+
+    def joint_config(self, bus_decay: float = 0.9):
+        from aura.train.zone_joint import JointConfig
+        from aura.train.zone_joint_step import JointLossConfig
+
+        zones = self.joint_zones or tuple(z for z in self.zones if z != "thalamus")
+        return JointConfig(
+            ckpt_root=self.ckpt_root,
+            zones=zones,
+            epochs=self.joint_epochs,
+            batch_size=self.mnist_batch_size,
+            seed=self.seed,
+            data=self.mnist_data,
+            model=self.joint_model,
+            loss=JointLossConfig(broadcast=self.joint_broadcast, bus_decay=bus_decay),
+            tensorboard=self.tensorboard,
+        )
+
+
+def _joint(cfg: ZonesConfig, log) -> dict[str, Any]:
+    """The joint stage; its bus decays with the hypothalamus' merit momentum when there is one."""
+    from aura.train.zone_joint import train_joint
+
+    decay = 0.9
+    try:
+        _, manifest = zone_store.load_head(cfg.ckpt_root, "hypothalamus")
+        decay = float(manifest["metrics"]["merit_momentum"])
+        log(f"joint: bus statistics decay with the hypothalamus' merit momentum {decay:.3f}")
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        log("joint: no hypothalamus control head; the bus statistics decay at 0.9")
+    return train_joint(cfg.joint_config(bus_decay=decay), log=log)
 
 
 def _zone_manifest(cfg: ZonesConfig, zone: str, analytics: dict, **extra) -> None:
@@ -326,6 +379,9 @@ def pretrain_zones(cfg: ZonesConfig, log=print) -> dict[str, Any]:
     if "hippocampus" in cfg.zones and not interrupted:
         summary["hippocampus"] = _hippocampus(cfg, log, publish)
         interrupted = bool(summary["hippocampus"].get("interrupted"))
+    if cfg.runs_joint() and not interrupted:
+        summary["joint"] = _joint(cfg, log)
+        interrupted = bool(summary["joint"].get("interrupted"))
     # The zones' statistics travel on the neural-signal bus (as they would between steps).
     width = max([len(load) for _, _, load in published if load is not None] + [1])
     bus = bus_lib.init_bus(len(cfg.zones), 1, 1, width)

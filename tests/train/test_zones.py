@@ -65,6 +65,13 @@ def zones_run(tmp_path_factory):
     corpus = build_corpus(root / "corpus", max_docs=120)
     tok = train_tokenizer(root / "corpus" / "text", root / "tok", TokenizerConfig(vocab_size=400))
     poc_params = save_fake_poc(root / "mnist")
+    from aura.data.mnist import load_digits
+    from aura.models.zone_brain import default_config
+
+    images, labels = load_digits()
+    np.savez(root / "digits.npz", images=images[:512], labels=labels[:512])
+    joint_model = default_config()
+    joint_model.update(stem_channels=(4, 8), feature_dim=16, phasor_oscillators=3, attention_k=8)
     cfg = ZonesConfig(
         zones=("hippocampus", "language", "amygdala", "thalamus", "hypothalamus"),
         ckpt_root=str(root / "zones"),
@@ -81,6 +88,9 @@ def zones_run(tmp_path_factory):
         mnist_workdir=str(root / "mnist"),
         max_docs=48,
         heldout_records=16,
+        mnist_data=str(root / "digits.npz"),
+        joint_epochs=1,
+        joint_model=joint_model,
         tensorboard=False,
     )
     logs: list[str] = []
@@ -118,6 +128,32 @@ def test_every_zone_is_written_with_manifests(zones_run):
     summary = json.loads((zroot / "zones.json").read_text())
     assert summary["bus"]["language"]["gate_entropy"] > 0
     assert len(summary["bus"]["hippocampus"]["lifetime_utilisation"]) >= 3
+
+
+def test_joint_stage_trains_the_zones_together_with_the_hypothalamus_momentum(zones_run):
+    root, cfg, result, logs, _ = zones_run
+    joint = result["summary"]["joint"]
+    control = json.loads(
+        (
+            pathlib.Path(cfg.ckpt_root) / "hypothalamus" / "control_head" / "manifest.json"
+        ).read_text()
+    )
+    assert joint["bus_decay"] == pytest.approx(control["metrics"]["merit_momentum"])
+    assert any("merit momentum" in s for s in logs)
+    assert joint["zones"] == ["hippocampus", "language", "amygdala", "hypothalamus"]
+    assert joint["broadcast"] and joint["steps"] == 3  # 448 training digits, batch 128
+    manifest = json.loads((pathlib.Path(cfg.ckpt_root) / "joint" / "joint.json").read_text())
+    assert set(manifest["per_zone"]) == set(joint["zones"])
+    assert all(v["publishes"] == 3 for v in manifest["bus"].values())
+    assert (pathlib.Path(cfg.ckpt_root) / "joint" / "language" / "expert_0" / "params").is_dir()
+    with pytest.raises(ValueError, match="it is not one of them"):
+        ZonesConfig(
+            zones=("thalamus", "hippocampus"),
+            joint_zones=("thalamus", "hippocampus"),
+            ckpt_root=str(root),
+            spm_model=__file__,
+            txt_dir=str(root),
+        ).validate()
 
 
 def test_lazy_store_loads_only_routed_experts_and_stays_bounded(tmp_path):
@@ -309,3 +345,5 @@ def test_command_trains_the_hippocampus_and_every_zone(zones_run, tmp_path):
     assert result["summary"]["hippocampus"]["experts"] >= 1
     assert (out / "hippocampus" / "expert_0" / "manifest.json").is_file()
     assert (out / "hypothalamus" / "control_head").is_dir()
+    joint = json.loads((out / "joint" / "joint.json").read_text())
+    assert joint["zones"] == ["hippocampus", "hypothalamus"] and joint["steps"] >= 1
