@@ -97,7 +97,7 @@ def publish(
     attention: jax.Array | None = None,
     stats: Mapping[str, float | jax.Array] | None = None,
     load: jax.Array | None = None,
-    decay: float = 0.9,
+    decay: float | Mapping[str, float] = 0.9,
 ) -> NeuralBus:
     """Zone ``zone`` publishes its signals; returns the new bus (jit-safe, ``zone`` may be traced).
 
@@ -110,13 +110,19 @@ def publish(
         (set directly the first time); the others, and any given as NaN (e.g. the routed
         accuracy of a zone that received no sample this step), are left alone.
       load: [E'] expert load (E' <= E; padded with zeros), folded into the lifetime mean.
-      decay: EMA decay of the statistics, in [0, 1).
+      decay: EMA decay of the statistics, in [0, 1): one for all, or per statistic name
+        (statistics not named decay at 0.9).
 
     Raises:
       ValueError: a width that does not match the bus, an unknown statistic, a bad decay.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay={decay} must be in [0, 1)")
+    per_stat = dict(decay) if isinstance(decay, Mapping) else dict.fromkeys(STATS, decay)
+    for name, d in per_stat.items():
+        if name not in STATS:
+            raise ValueError(f"decay for unknown statistic {name!r}; valid: {', '.join(STATS)}")
+        if not 0.0 <= d < 1.0:
+            raise ValueError(f"decay={d} ({name}) must be in [0, 1)")
+    decay = jnp.asarray([per_stat.get(k, 0.9) for k in STATS], jnp.float32)  # [S]
     new = bus
     if phasor is not None:
         new = new._replace(

@@ -43,7 +43,12 @@ class JointLossConfig:
     load_balance: float = 1e-2  # each zone's MoE load balance
     z_loss: float = 1e-3  # each zone's router z-loss
     broadcast: bool = True  # the thalamic gradient broadcaster (False: the ablation)
-    bus_decay: float = 0.9  # EMA decay of the bus statistics (the hypothalamus' merit momentum)
+    # EMA decay of the zones' merit statistics on the bus (routed accuracy, loss, gate entropy):
+    # the hypothalamus' merit momentum when there is one. The routing share feeds the thalamus'
+    # balance bias, a feedback loop, so it keeps a fast decay: a slow one lets a starved zone
+    # look busy for long enough to be pushed further away.
+    bus_decay: float = 0.9
+    balance_decay: float = 0.9
 
 
 def _ce(logits, labels):
@@ -80,6 +85,8 @@ def publish_step(bus, out, labels, loss_cfg: JointLossConfig) -> bus_lib.NeuralB
     shares = jnp.mean(out.weights > 0, axis=0).astype(jnp.float32)  # [Z]
     local = _ce(out.zone_logits, labels[None])  # [Z, B]
     top = jax.nn.one_hot(jnp.argmax(out.weights, -1), shares.shape[0], dtype=jnp.float32).T
+    decay = {k: loss_cfg.bus_decay for k in bus_lib.STATS}
+    decay["routing_weight"] = loss_cfg.balance_decay
     for i, col in enumerate(out.columns):
         n = s["routed_count"][i]
         nan = jnp.float32(jnp.nan)  # a zone with no sample leaves its accuracy/loss EMA alone
@@ -91,7 +98,7 @@ def publish_step(bus, out, labels, loss_cfg: JointLossConfig) -> bus_lib.NeuralB
         }
         bus = bus_lib.publish(
             bus, i, phasor=col.phasor, attention=col.attention, stats=stats,
-            load=col.aux.load, decay=loss_cfg.bus_decay,
+            load=col.aux.load, decay=decay,
         )  # fmt: skip
     return bus
 

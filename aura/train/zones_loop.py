@@ -16,8 +16,8 @@ Used by ``python -m aura.build pretrain_zones``. In dependency order:
 4. ``joint`` (with ``thalamus`` and ``joint_epochs > 0``): the zones trained together in one
    model, the thalamus routing each sample between them, the neural-signal bus in the step's
    state and the thalamic gradient broadcaster on (``aura.train.zone_joint``), under
-   ``<root>/joint``. The bus' statistics decay with the hypothalamus' merit momentum when its
-   control head is there.
+   ``<root>/joint``. The bus' merit statistics (routed accuracy, loss, gate entropy) decay with
+   the hypothalamus' merit momentum when its control head is there.
 
 Each zone gets a ``zone.json`` (preset, analytics, artefacts) and the run a ``zones.json`` with
 the neural-signal bus' per-zone analytics. A head zone without ``language`` in ``zones`` uses the
@@ -154,9 +154,9 @@ def _joint(cfg: ZonesConfig, log) -> dict[str, Any]:
     try:
         _, manifest = zone_store.load_head(cfg.ckpt_root, "hypothalamus")
         decay = float(manifest["metrics"]["merit_momentum"])
-        log(f"joint: bus statistics decay with the hypothalamus' merit momentum {decay:.3f}")
+        log(f"joint: bus merit statistics decay with the hypothalamus' merit momentum {decay:.3f}")
     except (CheckpointError, KeyError, TypeError, ValueError):
-        log("joint: no hypothalamus control head; the bus statistics decay at 0.9")
+        log("joint: no hypothalamus control head; the bus' merit statistics decay at 0.9")
     return train_joint(cfg.joint_config(bus_decay=decay), log=log)
 
 

@@ -146,6 +146,15 @@ def test_joint_stage_trains_the_zones_together_with_the_hypothalamus_momentum(zo
     assert set(manifest["per_zone"]) == set(joint["zones"])
     assert all(v["publishes"] == 3 for v in manifest["bus"].values())
     assert (pathlib.Path(cfg.ckpt_root) / "joint" / "language" / "expert_0" / "params").is_dir()
+    # inspect lists the joint stage: its routing per zone and every saved expert, all readable.
+    from aura.train.zone_report import scan
+
+    joint_rows = [e for e in scan(cfg.ckpt_root) if e.zone.startswith("joint")]
+    assert [e.name for e in joint_rows if e.zone == "joint"] == ["routing"]
+    assert {e.zone for e in joint_rows} == {"joint"} | {f"joint/{z}" for z in joint["zones"]}
+    assert all(e.status == "ok" for e in joint_rows), [e for e in joint_rows if e.bad]
+    experts = [e for e in joint_rows if e.name.startswith("expert_")]
+    assert len(experts) == 6 + 8 + 2 + 1  # 1 epoch: every zone fully grown
     with pytest.raises(ValueError, match="it is not one of them"):
         ZonesConfig(
             zones=("thalamus", "hippocampus"),
