@@ -15,16 +15,7 @@ per run, e.g. ``--config configs/pretrain.py:default --config.mesh.expert=4``.
 import ml_collections
 
 from aura.models.adapter import adapter_config
-
-RULES = (
-    ("batch", ("data", "fsdp", "expert")),  # a batch is split over every device
-    ("expert", "expert"),  # the stacked [E, ...] expert axis: expert parallelism
-    ("embed", "fsdp"),  # model width: parameters and optimizer state sharded (ZeRO-3 style)
-    ("mlp", None),
-    ("vocab", None),
-    ("heads", None),
-    ("length", None),
-)
+from aura.train.sharding import DEFAULT_RULES
 
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
@@ -35,7 +26,7 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.max_len, c.lr, c.warmup = 128, 3e-3, 30
     c.log_every, c.save_every = 25, 100
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "expert": 1})
-    c.rules = RULES
+    c.rules = DEFAULT_RULES  # batch over every device, experts on 'expert', width on 'fsdp'
     if preset == "tiny":
         c.model.update(dim=32, expert_hidden=64, num_layers=1, num_experts=2, rope_max_len=256)
         c.steps, c.batch_size, c.max_len, c.log_every, c.save_every = 4, 4, 32, 2, 2
