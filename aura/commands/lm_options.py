@@ -1,12 +1,21 @@
-"""How the language-training commands turn a preset plus flags into dtype, mesh and batch.
+"""The flags the language-training commands share, and how a preset plus flags become a run.
 
-``pretrain`` and ``pretrain_zones`` share this so ``--dtype``, ``--pmap``, ``--mesh`` and
-``--per_device_batch`` mean the same thing in both.
+``pretrain`` and ``pretrain_zones`` both call :func:`define_adapter_flags` and
+:func:`resolve_flags`, so ``--config``, ``--dtype``, ``--pmap``, ``--mesh``,
+``--per_device_batch`` and the rest mean the same thing in both.
 """
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+PRESETS = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
+)
 
 DTYPES = {"bf16": "bfloat16", "f32": "float32"}
 
@@ -46,3 +55,41 @@ def resolve_run(
         shape = sharding.resolve_mesh_shape(mesh, jax.device_count())
         batch = per_device_batch * shape[0] * shape[1] * shape[2]
     return model, mesh, batch
+
+
+def define_adapter_flags(*, spm_required: bool) -> None:
+    """Defines the adapter-training flags (call once, from the command module that uses them)."""
+    config_flags.DEFINE_config_file("config", f"{PRESETS}:demo", "adapter preset")
+    flags.DEFINE_string(
+        "spm_model", None, "SentencePiece model (file or dir)", required=spm_required
+    )
+    flags.DEFINE_integer("steps", None, "adapter optimizer steps (default: the preset's)")
+    flags.DEFINE_integer("batch_size", None, "global batch per micro-step")
+    flags.DEFINE_integer("accumulate_steps", None, "micro-batches per optimizer step")
+    flags.DEFINE_integer("max_len", None, "tokens kept per example")
+    flags.DEFINE_integer("pad_to", None, "pad examples to this length (>= max_len)")
+    flags.DEFINE_enum("dtype", None, ["bf16", "f32"], "compute dtype (master weights stay f32)")
+    flags.DEFINE_float("lr", None, "adapter peak learning rate")
+    flags.DEFINE_integer("seed", 0, "random seed")
+    flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not pmap)")
+    flags.DEFINE_integer("per_device_batch", None, "with --pmap or --mesh: batch per device")
+    flags.DEFINE_string("mesh", None, "device mesh, e.g. data=2,expert=4 (default: the preset's)")
+    flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
+
+
+def resolve_flags(values) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict, dict, int]:
+    """(preset, model config, mesh shape, global batch) from parsed :func:`define_adapter_flags`.
+
+    Raises:
+      ValueError: as :func:`resolve_run`.
+    """
+    preset = values.config
+    model, mesh, batch = resolve_run(
+        preset,
+        dtype=values.dtype,
+        batch_size=values.batch_size,
+        pmap=values.pmap,
+        per_device_batch=values.per_device_batch,
+        mesh_spec=values.mesh,
+    )
+    return preset, model, mesh, batch

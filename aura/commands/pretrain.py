@@ -15,50 +15,25 @@ runs the same command (``launch/``); only process 0 prints.
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
-from ml_collections import config_flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
-from aura.commands.lm_options import resolve_run
+from aura.commands.lm_options import define_adapter_flags, resolve_flags
 
-_PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", f"{os.path.normpath(_PRESETS)}:demo", "config preset")
+define_adapter_flags(spm_required=True)
 flags.DEFINE_string("jsonl", None, "instruction JSONL file or directory", required=True)
-flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)", required=True)
 flags.DEFINE_string("ckpt_out", "checkpoints/lm", "checkpoints, metrics and TensorBoard")
-flags.DEFINE_integer("steps", None, "optimizer steps (default: the preset's)")
-flags.DEFINE_integer("batch_size", None, "global batch per micro-step")
-flags.DEFINE_integer("accumulate_steps", None, "micro-batches per optimizer step")
-flags.DEFINE_integer("max_len", None, "tokens kept per example")
-flags.DEFINE_integer("pad_to", None, "pad examples to this length (>= max_len)")
-flags.DEFINE_enum("dtype", None, ["bf16", "f32"], "compute dtype (master weights stay f32)")
-flags.DEFINE_float("lr", None, "peak learning rate")
-flags.DEFINE_integer("seed", 0, "random seed")
-flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not jax.pmap)")
-flags.DEFINE_integer("per_device_batch", None, "with --pmap: batch per device")
-flags.DEFINE_string("mesh", None, "device mesh, e.g. data=2,expert=4 (default: the preset's)")
 flags.DEFINE_integer("log_every", None, "steps per log line (default: the preset's)")
 flags.DEFINE_integer("save_every", None, "steps per checkpoint (default: the preset's)")
 flags.DEFINE_enum("on_bad_record", "skip", ["skip", "fail"], "corrupt JSONL lines")
-flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
 
 def build_config():
     from aura.train.lm_loop import PretrainConfig
 
-    c = FLAGS.config
-    model, mesh, batch = resolve_run(
-        c,
-        dtype=FLAGS.dtype,
-        batch_size=FLAGS.batch_size,
-        pmap=FLAGS.pmap,
-        per_device_batch=FLAGS.per_device_batch,
-        mesh_spec=FLAGS.mesh,
-    )
+    c, model, mesh, batch = resolve_flags(FLAGS)
     return PretrainConfig(
         jsonl=FLAGS.jsonl,
         spm_model=FLAGS.spm_model,

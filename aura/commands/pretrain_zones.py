@@ -4,7 +4,8 @@
         --zones hippocampus,language,amygdala,thalamus,hypothalamus \
         --txt_dir checkpoints/corpus/text --json_dir checkpoints/corpus \
         --spm_model checkpoints/tok/spiece.model --max_len 128 --pad_to 128 \
-        --batch_size 16 --accumulate_steps 1 --dtype f32 [--pmap --per_device_batch 4] \
+        --batch_size 16 --accumulate_steps 1 --dtype f32 \
+        [--pmap --per_device_batch 4 | --mesh data=-1] \
         --ckpt_root checkpoints/zones --ckpt_out checkpoints/lm --steps 150 --mnist_epochs 2 \
         [--mnist_workdir checkpoints/mnist] [--config configs/pretrain.py:demo] \
         [--joint_epochs 2 --joint_zones hippocampus,amygdala,hypothalamus,language]
@@ -21,35 +22,21 @@ its experts. Inspect the result with ``python -m aura.build inspect --ckpt_root 
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
-from ml_collections import config_flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
-from aura.commands.lm_options import resolve_run
+from aura.commands.lm_options import define_adapter_flags, resolve_flags
 
-_PRESETS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain.py")
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", f"{os.path.normpath(_PRESETS)}:demo", "adapter preset")
+define_adapter_flags(spm_required=False)
 flags.DEFINE_string(
     "zones", "hippocampus,language,amygdala,thalamus,hypothalamus", "comma-separated zones"
 )
 flags.DEFINE_string("txt_dir", None, "text (*.txt) the thalamus/amygdala heads are fitted on")
 flags.DEFINE_string("json_dir", None, "instruction *.jsonl (heldout*.jsonl held out)")
-flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)")
-flags.DEFINE_integer("max_len", None, "tokens kept per example")
-flags.DEFINE_integer("pad_to", None, "pad examples to this length (>= max_len)")
-flags.DEFINE_integer("batch_size", None, "global batch per micro-step (language)")
-flags.DEFINE_integer("accumulate_steps", None, "micro-batches per optimizer step")
-flags.DEFINE_enum("dtype", None, ["bf16", "f32"], "compute dtype (master weights stay f32)")
-flags.DEFINE_boolean("pmap", False, "data parallel over all local devices (a mesh, not jax.pmap)")
-flags.DEFINE_integer("per_device_batch", None, "with --pmap: batch per device")
 flags.DEFINE_string("ckpt_root", "checkpoints", "root of the per-zone checkpoints")
 flags.DEFINE_string("ckpt_out", "checkpoints/lm", "the language adapter's checkpoints")
-flags.DEFINE_integer("steps", None, "adapter optimizer steps (default: the preset's)")
-flags.DEFINE_float("lr", None, "adapter peak learning rate")
 flags.DEFINE_integer("mnist_epochs", 2, "epochs of the hippocampus' MNIST POC run")
 flags.DEFINE_string("mnist_data", None, "digits npz (default: the embedded 8,000)")
 flags.DEFINE_string("mnist_workdir", None, "a mnist run to reuse (or to train into)")
@@ -58,22 +45,13 @@ flags.DEFINE_integer("kmeans_iters", 10, "Lloyd iterations of the thalamus centr
 flags.DEFINE_integer("joint_epochs", 2, "epochs of the joint multi-zone stage (0: skip it)")
 flags.DEFINE_string("joint_zones", None, "zones trained jointly (default: --zones but thalamus)")
 flags.DEFINE_boolean("joint_broadcast", True, "thalamic gradient broadcaster (off: ablation)")
-flags.DEFINE_integer("seed", 0, "random seed")
-flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
 
 
 def build_config():
     from aura.train.zones_loop import ZonesConfig
 
-    c = FLAGS.config
-    model, mesh, batch = resolve_run(
-        c,
-        dtype=FLAGS.dtype,
-        batch_size=FLAGS.batch_size,
-        pmap=FLAGS.pmap,
-        per_device_batch=FLAGS.per_device_batch,
-    )
+    c, model, mesh, batch = resolve_flags(FLAGS)
     return ZonesConfig(
         zones=tuple(z.strip() for z in FLAGS.zones.split(",")),
         ckpt_root=FLAGS.ckpt_root,
