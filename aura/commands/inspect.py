@@ -1,6 +1,6 @@
 """``python -m aura.build inspect``: a table of the zones and experts under a checkpoint root.
 
-    python -m aura.build inspect --ckpt_root checkpoints/zones [--zone thalamus] [--json]
+    python -m aura.build inspect --ckpt_root checkpoints/zones [--zone thalamus|joint] [--json]
 
 One row per expert, head and adapter: shapes, parameter count, training step, key metrics and
 utilisation, and a status (ok, recovered, CORRUPT, INCOMPLETE, MISSING). Every array is read
@@ -18,7 +18,7 @@ from aura.commands.common import fail, guarded, validated
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("ckpt_root", "checkpoints", "root written by pretrain_zones")
-flags.DEFINE_string("zone", None, "only this zone")
+flags.DEFINE_string("zone", None, "only this zone (or joint: the joint stage)")
 flags.DEFINE_boolean("json", False, "print JSON instead of a table")
 flags.DEFINE_boolean("verify", True, "read every array back (not just the manifests)")
 

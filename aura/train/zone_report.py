@@ -178,7 +178,10 @@ def scan(root: str | Path, zones: list[str] | None = None, verify: bool = True) 
     if zones:
         for z in zones:
             if z != JOINT_DIR:
-                get_zone(z)
+                try:
+                    get_zone(z)
+                except ValueError as err:
+                    raise ValueError(f"{err} (or {JOINT_DIR}: the joint stage)") from None
     else:
         found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         zones = [z for z in ZONES if z in found] + sorted(found - set(ZONES))
