@@ -7,7 +7,10 @@ run), trained on digits with the neural-signal bus in the step's state and the t
 broadcaster on. Orbax checkpoints every epoch and on SIGTERM/SIGINT (with the data position, so
 the same command resumes mid-epoch); metrics JSONL + TensorBoard; each zone's experts saved on
 their own under ``joint/<zone>/expert_<i>``; ``joint/joint.json`` holds the per-zone and
-per-expert routing analytics and the bus.
+per-expert routing analytics and the bus. Each zone keeps its registry freeze policy: the
+hippocampus ("grown") freezes the experts that existed before its latest growth, and the
+consolidated zones ("all": amygdala, hypothalamus) keep their experts fixed, so only their
+column's phasor bank, attention, gate and head adapt.
 
 Routing analytics (:func:`analytics`), per zone: share of the held-out samples routed to it, the
 combined model's accuracy on them (routed accuracy), its own head's accuracy on them (``local_in``)
