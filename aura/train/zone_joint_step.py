@@ -12,7 +12,8 @@ With ``broadcast`` on (the thalamic gradient broadcaster), every zone-local term
 only through :func:`~aura.brain.thalamus_router.gradient_gate`, i.e. scaled per sample by the
 thalamic routing weight, the zone's MoE terms are scaled by its share of the batch, and a zone
 that received no sample gets an exactly zero update (AdamW's momentum and weight decay cannot
-move it either). With it off every zone learns from every sample — the ablation.
+move it either). With it off every zone learns from every sample — the ablation. Frozen experts
+(each zone's growth schedule and freeze policy) get zero update rows in every case.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import optax
 from aura.brain import bus as bus_lib
 from aura.brain import thalamus_router as tr
 from aura.models.zone_brain import ZoneBrain
+from aura.train.poc_step import mask_expert_rows
 
 
 class JointState(NamedTuple):
@@ -130,6 +132,9 @@ def build_train_step(model: ZoneBrain, optimizer, loss_cfg: JointLossConfig):
     def step(state: JointState, images, labels, controls):
         (loss, (out, zone_lb)), grads = grad_fn(state.params, images, labels, controls, state.bus)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        # Frozen experts (growth, freeze policy) never move: not even by AdamW's weight decay.
+        frozen = dict(zip(zones, (c.freeze_mask for c in controls), strict=True))
+        updates = {**updates, **{z: mask_expert_rows(updates[z], ~frozen[z]) for z in zones}}
         if loss_cfg.broadcast:
             # Zones that got no sample: exactly zero update (not even momentum or decay).
             routed = (jnp.sum(out.weights > 0, axis=0) > 0).astype(jnp.float32)  # [Z]

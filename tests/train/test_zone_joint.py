@@ -86,6 +86,11 @@ def test_unrouted_zones_get_exactly_zero_update_only_with_the_broadcaster(steppe
     _, old, new, _, _ = stepper(broadcast=False, bus_hog=True)  # the ablation
     for z in ZONES:
         assert changed(old.params[z], new.params[z]), z
+    # The amygdala's experts are consolidated (freeze policy "all"): exactly unchanged, even by
+    # weight decay, while the rest of its column learns.
+    amygdala_old, amygdala_new = old.params["amygdala"], new.params["amygdala"]
+    assert not changed(amygdala_old["core"]["experts"], amygdala_new["core"]["experts"])
+    assert changed(amygdala_old["head"], amygdala_new["head"])
 
 
 def test_the_step_publishes_every_zone_on_the_bus_in_its_state(stepper):
