@@ -77,19 +77,38 @@ def define_adapter_flags(*, spm_required: bool) -> None:
     flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
 
-def resolve_flags(values) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict, dict, int]:
-    """(preset, model config, mesh shape, global batch) from parsed :func:`define_adapter_flags`.
+def resolve_flags(values) -> tuple[ml_collections.ConfigDict, dict]:
+    """(model config, the shared run fields) from parsed :func:`define_adapter_flags`.
+
+    The fields are named as in ``PretrainConfig`` (and ``ZonesConfig``): spm_model, steps,
+    batch_size, accumulate_steps, max_len, pad_to, lr, warmup, seed, log_every, save_every, mesh,
+    rules, tensorboard; a flag that is not set takes the preset's value.
 
     Raises:
       ValueError: as :func:`resolve_run`.
     """
-    preset = values.config
+    c = values.config
     model, mesh, batch = resolve_run(
-        preset,
+        c,
         dtype=values.dtype,
         batch_size=values.batch_size,
         pmap=values.pmap,
         per_device_batch=values.per_device_batch,
         mesh_spec=values.mesh,
     )
-    return preset, model, mesh, batch
+    return model, {
+        "spm_model": values.spm_model,
+        "steps": values.steps or c.steps,
+        "batch_size": batch,
+        "accumulate_steps": values.accumulate_steps or c.accumulate_steps,
+        "max_len": values.max_len or c.max_len,
+        "pad_to": values.pad_to,
+        "lr": values.lr or c.lr,
+        "warmup": c.warmup,
+        "seed": values.seed,
+        "log_every": c.log_every,
+        "save_every": c.save_every,
+        "mesh": mesh,
+        "rules": tuple(tuple(r) for r in c.get("rules", ())) or None,
+        "tensorboard": values.tensorboard,
+    }

@@ -33,26 +33,15 @@ flags.DEFINE_enum("on_bad_record", "skip", ["skip", "fail"], "corrupt JSONL line
 def build_config():
     from aura.train.lm_loop import PretrainConfig
 
-    c, model, mesh, batch = resolve_flags(FLAGS)
+    model, run = resolve_flags(FLAGS)
+    run["log_every"] = FLAGS.log_every or run["log_every"]
+    run["save_every"] = FLAGS.save_every or run["save_every"]
     return PretrainConfig(
         jsonl=FLAGS.jsonl,
-        spm_model=FLAGS.spm_model,
         ckpt_out=FLAGS.ckpt_out,
         model=model,
-        steps=FLAGS.steps or c.steps,
-        batch_size=batch,
-        accumulate_steps=FLAGS.accumulate_steps or c.accumulate_steps,
-        max_len=FLAGS.max_len or c.max_len,
-        pad_to=FLAGS.pad_to,
-        lr=FLAGS.lr or c.lr,
-        warmup=c.warmup,
-        seed=FLAGS.seed,
-        log_every=FLAGS.log_every or c.log_every,
-        save_every=FLAGS.save_every or c.save_every,
         on_bad_record=FLAGS.on_bad_record,
-        mesh=mesh,
-        rules=tuple(tuple(r) for r in c.get("rules", ())) or None,
-        tensorboard=FLAGS.tensorboard,
+        **run,
     )
 
 

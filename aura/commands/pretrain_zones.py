@@ -51,37 +51,24 @@ flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
 def build_config():
     from aura.train.zones_loop import ZonesConfig
 
-    c, model, mesh, batch = resolve_flags(FLAGS)
+    model, run = resolve_flags(FLAGS)
+    joint_zones = FLAGS.joint_zones
     return ZonesConfig(
         zones=tuple(z.strip() for z in FLAGS.zones.split(",")),
         ckpt_root=FLAGS.ckpt_root,
         ckpt_out=FLAGS.ckpt_out,
         txt_dir=FLAGS.txt_dir,
         json_dir=FLAGS.json_dir,
-        spm_model=FLAGS.spm_model,
         lm_model=model,
-        steps=FLAGS.steps or c.steps,
-        batch_size=batch,
-        accumulate_steps=FLAGS.accumulate_steps or c.accumulate_steps,
-        max_len=FLAGS.max_len or c.max_len,
-        pad_to=FLAGS.pad_to,
-        lr=FLAGS.lr or c.lr,
-        warmup=c.warmup,
-        log_every=c.log_every,
-        save_every=c.save_every,
-        mesh=mesh,
         mnist_epochs=FLAGS.mnist_epochs,
         mnist_data=FLAGS.mnist_data,
         mnist_workdir=FLAGS.mnist_workdir,
         max_docs=FLAGS.max_docs,
         kmeans_iters=FLAGS.kmeans_iters,
         joint_epochs=FLAGS.joint_epochs,
-        joint_zones=tuple(z.strip() for z in FLAGS.joint_zones.split(","))
-        if FLAGS.joint_zones
-        else None,
+        joint_zones=tuple(z.strip() for z in joint_zones.split(",")) if joint_zones else None,
         joint_broadcast=FLAGS.joint_broadcast,
-        seed=FLAGS.seed,
-        tensorboard=FLAGS.tensorboard,
+        **run,
     )
 
 

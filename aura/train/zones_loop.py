@@ -71,6 +71,7 @@ class ZonesConfig:
     log_every: int = 25
     save_every: int = 100
     mesh: dict = dataclasses.field(default_factory=lambda: {"data": 1})
+    rules: tuple | None = None  # logical -> mesh axis rules; None: sharding.DEFAULT_RULES
     mnist_epochs: int = 2
     mnist_data: str | None = None
     mnist_workdir: str | None = None
@@ -206,6 +207,7 @@ def _pretrain_language(cfg: ZonesConfig, log) -> dict:
             log_every=cfg.log_every,
             save_every=cfg.save_every,
             mesh=cfg.mesh,
+            rules=cfg.rules,
             tensorboard=cfg.tensorboard,
         ),
         log=log,
