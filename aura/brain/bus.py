@@ -116,7 +116,11 @@ def publish(
     Raises:
       ValueError: a width that does not match the bus, an unknown statistic, a bad decay.
     """
-    per_stat = dict(decay) if isinstance(decay, Mapping) else dict.fromkeys(STATS, decay)
+    if not isinstance(decay, Mapping):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay={decay} must be in [0, 1)")
+        decay = dict.fromkeys(STATS, decay)
+    per_stat = dict(decay)
     for name, d in per_stat.items():
         if name not in STATS:
             raise ValueError(f"decay for unknown statistic {name!r}; valid: {', '.join(STATS)}")

@@ -166,3 +166,20 @@ def test_bus_skips_nan_statistics_and_follows_a_given_schedule():
     ctl = zones.zone_controls("hippocampus", 1, schedule="0:3,1:6")
     assert int(ctl.active_count) == 6
     assert np.asarray(ctl.freeze_mask).tolist() == [True] * 3 + [False] * 3  # policy "grown"
+
+
+def test_bus_decay_can_differ_per_statistic():
+    bus = bus_lib.init_bus(1, 1, 1, 1)
+    for value in (1.0, 0.0):
+        bus = bus_lib.publish(
+            bus, 0, stats={"loss": value, "routing_weight": value},
+            decay={"loss": 0.99, "routing_weight": 0.5},
+        )  # fmt: skip
+    view = bus_lib.zone_analytics(bus, ("z",))["z"]
+    assert view["loss"] == pytest.approx(0.99) and view["routing_weight"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="decay for unknown statistic 'speed'"):
+        bus_lib.publish(bus, 0, stats={"loss": 1.0}, decay={"speed": 0.5})
+    with pytest.raises(ValueError, match=r"decay=1.0 \(loss\) must be in \[0, 1\)"):
+        bus_lib.publish(bus, 0, stats={"loss": 1.0}, decay={"loss": 1.0})
+    with pytest.raises(ValueError, match=r"decay=1.5 must be in \[0, 1\)"):
+        bus_lib.publish(bus, 0, stats={"loss": 1.0}, decay=1.5)
