@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -n 2 -m "not slow"
+PYTEST_ARGS ?= -n 2 --dist loadscope -m "not slow"
 
 .PHONY: venv demo test test-all lint format bench clean
 
@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench_moe.py --json checkpoints/bench_moe.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .pytest_jax_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache

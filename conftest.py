@@ -6,14 +6,21 @@ os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Tests build the same jitted steps many times (each run a new closure): a persistent compilation
-# cache per test process turns the repeats into cache hits. Executables are identical either way.
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-_cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".pytest_jax_cache", _worker)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests build the same jitted steps many times (each run a new closure): a compilation cache on
+# disk turns the repeats into cache hits. One private directory per test process (set through
+# jax.config, so commands the tests start as subprocesses do not share it), removed at exit.
+_cache = tempfile.mkdtemp(prefix="aura-jax-cache-")
+atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 class _StopAfter:
