@@ -115,7 +115,9 @@ def train(cfg: RunConfig, log=print) -> dict:
     controls0, _ = brain.routing(bst0)
 
     def fresh():
-        params = model.init(jax.random.key(cfg.seed), jnp.asarray(train_x[:2]), controls0)["params"]
+        # One compiled init instead of hundreds of small eager kernels (seconds at start-up).
+        init = jax.jit(model.init)
+        params = init(jax.random.key(cfg.seed), jnp.asarray(train_x[:2]), controls0)["params"]
         anchor = jax.tree.map(jnp.copy, params["core"]["experts"])
         state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32))
         return {"train": state, "brain": bst0, "anchor": anchor}
