@@ -59,6 +59,14 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+    """A few-second variant of :func:`default_config` (tests, smoke runs); ``overrides`` win."""
+    c = default_config()
+    c.update(stem_channels=(4, 8), feature_dim=16, phasor_oscillators=3, attention_k=8)
+    c.update(overrides)
+    return c
+
+
 def bus_widths(c: ml_collections.ConfigDict) -> dict[str, int]:
     """The bus sizes this model publishes: init_bus(**bus_widths(c)) makes a fitting bus."""
     capacity = max(

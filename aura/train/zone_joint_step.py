@@ -72,6 +72,7 @@ def _routing_stats(out, labels, num_experts: int | None = None):
         "local_out_correct": ((1.0 - routed) * local_ok).sum(1),
         "class_zone": onehot_y.T @ routed.T,  # [C, Z] how each class was routed
         "gate_entropy": jnp.stack([col.aux.gate_entropy for col in out.columns]),
+        "routed": routed,  # [Z, B] one-hot of each sample's zone (per batch, not summed)
     }
     if num_experts:  # per expert: the samples a zone got, by their first expert in that zone
         first = jnp.stack([jax.nn.one_hot(c.top_expert, num_experts) for c in out.columns])
@@ -81,12 +82,13 @@ def _routing_stats(out, labels, num_experts: int | None = None):
     return s
 
 
-def publish_step(bus, out, labels, loss_cfg: JointLossConfig) -> bus_lib.NeuralBus:
-    """Every zone publishes its phasor/attention summaries, statistics and expert load."""
-    s = _routing_stats(out, labels)
+def publish_step(bus, out, labels, s: dict, loss_cfg: JointLossConfig) -> bus_lib.NeuralBus:
+    """Every zone publishes its phasor/attention summaries, statistics and expert load.
+
+    ``s`` is :func:`_routing_stats` of this batch (computed once by the step).
+    """
     shares = jnp.mean(out.weights > 0, axis=0).astype(jnp.float32)  # [Z]
     local = _ce(out.zone_logits, labels[None])  # [Z, B]
-    top = jax.nn.one_hot(jnp.argmax(out.weights, -1), shares.shape[0], dtype=jnp.float32).T
     decay = {k: loss_cfg.bus_decay for k in bus_lib.STATS}
     decay["routing_weight"] = loss_cfg.balance_decay
     for i, col in enumerate(out.columns):
@@ -95,7 +97,7 @@ def publish_step(bus, out, labels, loss_cfg: JointLossConfig) -> bus_lib.NeuralB
         stats = {
             "gate_entropy": col.aux.gate_entropy,
             "routed_accuracy": jnp.where(n > 0, s["routed_correct"][i] / jnp.maximum(n, 1), nan),
-            "loss": jnp.where(n > 0, (top[i] * local[i]).sum() / jnp.maximum(n, 1), nan),
+            "loss": jnp.where(n > 0, (s["routed"][i] * local[i]).sum() / jnp.maximum(n, 1), nan),
             "routing_weight": shares[i],
         }
         bus = bus_lib.publish(
@@ -141,8 +143,9 @@ def build_train_step(model: ZoneBrain, optimizer, loss_cfg: JointLossConfig):
             scaled = tr.broadcast_gradients({z: updates[z] for z in zones}, routed, zones)
             updates = {**updates, **scaled}
         params = optax.apply_updates(state.params, updates)
-        bus = publish_step(state.bus, jax.lax.stop_gradient(out), labels, loss_cfg)
+        out = jax.lax.stop_gradient(out)
         s = _routing_stats(out, labels)
+        bus = publish_step(state.bus, out, labels, s, loss_cfg)
         metrics = {
             "loss": loss,
             "ce": jnp.mean(_ce(out.logits, labels)),  # the combined output's cross-entropy
@@ -164,6 +167,7 @@ def build_eval_step(model: ZoneBrain):
     def evaluate(params, bus, images, labels, controls):
         out = model.apply({"params": params}, images, controls, bus)
         s = _routing_stats(out, labels, bus.utilisation.shape[1])
+        del s["routed"]  # per sample: the eval loop sums over batches
         s["count"] = jnp.float32(labels.shape[0])
         s["correct"] = jnp.sum(jnp.argmax(out.logits, -1) == labels).astype(jnp.float32)
         width = bus.utilisation.shape[1]

@@ -9,21 +9,14 @@ import pytest
 
 from aura.brain import bus as bus_lib
 from aura.brain.zones import get_zone, zone_controls
-from aura.models.zone_brain import ZoneBrain, bus_widths, default_config
+from aura.models import zone_brain
+from aura.models.zone_brain import ZoneBrain, bus_widths
 
 ZONES = ("hippocampus", "amygdala", "language")
 
 
 def tiny_config(**over):
-    c = default_config()
-    c.zones = ZONES
-    c.stem_channels = (4, 8)
-    c.feature_dim = 16
-    c.phasor_oscillators = 3
-    c.attention_k = 8
-    for k, v in over.items():
-        setattr(c, k, v)
-    return c
+    return zone_brain.tiny_config(zones=ZONES, **over)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 
 from aura.brain import bus as bus_lib
 from aura.brain.zones import zone_controls
-from aura.models.zone_brain import ZoneBrain, bus_widths, default_config
+from aura.models import zone_brain
+from aura.models.zone_brain import ZoneBrain, bus_widths
 from aura.train import zone_joint
 from aura.train.expert_ckpt import load_expert
 from aura.train.zone_joint import JointConfig, class_zone_nmi, train_joint
@@ -23,15 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 def tiny_config(**over):
-    c = default_config()
-    c.zones = ZONES
-    c.stem_channels = (8, 16)
-    c.feature_dim = 32
-    c.phasor_oscillators = 4
-    c.attention_k = 24
-    for k, v in over.items():
-        setattr(c, k, v)
-    return c
+    """Wider than zone_brain.tiny_config: the specialisation test needs a little capacity."""
+    width = dict(stem_channels=(8, 16), feature_dim=32, phasor_oscillators=4, attention_k=24)
+    return zone_brain.tiny_config(zones=ZONES, **{**width, **over})
 
 
 def digits(n=96):

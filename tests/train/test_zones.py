@@ -66,12 +66,10 @@ def zones_run(tmp_path_factory):
     tok = train_tokenizer(root / "corpus" / "text", root / "tok", TokenizerConfig(vocab_size=400))
     poc_params = save_fake_poc(root / "mnist")
     from aura.data.mnist import load_digits
-    from aura.models.zone_brain import default_config
+    from aura.models.zone_brain import tiny_config
 
     images, labels = load_digits()
     np.savez(root / "digits.npz", images=images[:512], labels=labels[:512])
-    joint_model = default_config()
-    joint_model.update(stem_channels=(4, 8), feature_dim=16, phasor_oscillators=3, attention_k=8)
     cfg = ZonesConfig(
         zones=("hippocampus", "language", "amygdala", "thalamus", "hypothalamus"),
         ckpt_root=str(root / "zones"),
@@ -90,7 +88,7 @@ def zones_run(tmp_path_factory):
         heldout_records=16,
         mnist_data=str(root / "digits.npz"),
         joint_epochs=1,
-        joint_model=joint_model,
+        joint_model=tiny_config(),
         tensorboard=False,
     )
     logs: list[str] = []
