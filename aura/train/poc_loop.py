@@ -64,11 +64,17 @@ class RunConfig:
 
 def load_data(cfg: RunConfig):
     """Validated (train_x, train_y, eval_x, eval_y) as float images [N, 28, 28, 1] and int32."""
-    images, labels = load_digits(cfg.data)
-    if cfg.eval_data:
-        eval_images, eval_labels = load_digits(cfg.eval_data)
+    return load_digit_split(cfg.data, cfg.eval_fraction, cfg.eval_data)
+
+
+def load_digit_split(data: str | None, eval_fraction: float, eval_data: str | None = None):
+    """Digits from ``data`` (default: the embedded ones) with a fixed held-out split, or
+    ``eval_data`` as the held-out set: (train_x, train_y, eval_x, eval_y), floats and int32."""
+    images, labels = load_digits(data)
+    if eval_data:
+        eval_images, eval_labels = load_digits(eval_data)
     else:
-        tr, ev = holdout_split(len(labels), cfg.eval_fraction, seed=0)
+        tr, ev = holdout_split(len(labels), eval_fraction, seed=0)
         images, labels, eval_images, eval_labels = images[tr], labels[tr], images[ev], labels[ev]
     return to_float(images), labels, to_float(eval_images), eval_labels
 

@@ -31,17 +31,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 import aura
 from aura.brain import bus as bus_lib
 from aura.brain.zones import fit_schedule, get_zone, zone_controls
 from aura.data import batching
-from aura.data.mnist import holdout_split, load_digits, to_float
 from aura.models.zone_brain import ZoneBrain, bus_widths, default_config
 from aura.train import checkpoint as ckpt_lib
 from aura.train import zone_store
 from aura.train.metrics import MetricsLogger, format_line, progress
+from aura.train.poc_loop import load_digit_split
+from aura.train.poc_step import make_optimizer
 from aura.train.preemption import PreemptionGuard
 from aura.train.zone_joint_step import (
     JointLossConfig,
@@ -166,17 +166,14 @@ def train_joint(cfg: JointConfig, log=print) -> dict[str, Any]:
     """Runs (or resumes) the joint stage; returns its summary (JSON-friendly)."""
     cfg.validate()
     t_start = time.time()
-    images, labels = load_digits(cfg.data)
-    tr_idx, ev_idx = holdout_split(len(labels), cfg.eval_fraction, seed=0)
-    train_x, train_y = jnp.asarray(to_float(images[tr_idx])), jnp.asarray(labels[tr_idx])
-    eval_x, eval_y = jnp.asarray(to_float(images[ev_idx])), jnp.asarray(labels[ev_idx])
-    n = len(tr_idx)
+    train_x, train_y, eval_x, eval_y = map(
+        jnp.asarray, load_digit_split(cfg.data, cfg.eval_fraction)
+    )
+    n = len(train_y)
     steps_per_epoch = batching.steps_per_epoch(n, cfg.batch_size)
     mc = cfg.model_config()
     model = ZoneBrain(mc)
-    optimizer = optax.adamw(
-        optax.cosine_onecycle_schedule(steps_per_epoch * cfg.epochs, cfg.lr), weight_decay=1e-4
-    )
+    optimizer = make_optimizer(cfg.lr, steps_per_epoch * cfg.epochs)
     step_fn = build_train_step(model, optimizer, cfg.loss)
     eval_fn = build_eval_step(model)
 

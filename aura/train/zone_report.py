@@ -86,6 +86,18 @@ def _check_artefact(zone: str, name: str, path: Path, verify: bool) -> Entry:
     return entry
 
 
+def _expert_entries(root: str | Path, zone: str, label: str, verify: bool) -> list[Entry]:
+    """Every ``<root>/<zone>/expert_<i>`` (or the copy a crash mid-swap left), as ``label``."""
+    entries = []
+    for i in list_experts(root, zone):
+        path = expert_ckpt_path(zone, i, root)
+        if not path.is_dir():
+            olds = sorted((Path(root) / zone).glob(f".expert_{i}.old-*"))
+            path = olds[-1] if olds else path
+        entries.append(_check_artefact(label, f"expert_{i}", path, verify))
+    return entries
+
+
 def scan_zone(root: str | Path, zone: str, verify: bool = True) -> list[Entry]:
     """Checks every artefact of one zone (``verify`` reads the arrays, not just the metadata)."""
     zdir = Path(root) / zone
@@ -93,13 +105,7 @@ def scan_zone(root: str | Path, zone: str, verify: bool = True) -> list[Entry]:
         return [Entry(zone, "-", "unknown", str(zdir), message="not a registered zone")]
     if not zdir.is_dir():
         return [Entry(zone, "-", "missing", str(zdir), message="zone directory does not exist")]
-    entries = []
-    for i in list_experts(root, zone):
-        path = expert_ckpt_path(zone, i, root)
-        if not path.is_dir():
-            olds = sorted(zdir.glob(f".expert_{i}.old-*"))
-            path = olds[-1] if olds else path
-        entries.append(_check_artefact(zone, f"expert_{i}", path, verify))
+    entries = _expert_entries(root, zone, zone, verify)
     head = ZONES[zone].head
     if head:
         hpath = zdir / head
@@ -154,14 +160,11 @@ def scan_joint(root: str | Path, verify: bool = True) -> list[Entry]:
     per_zone = manifest.get("per_zone") or {}
     zones = [z for z in ZONES if (jdir / z).is_dir()]
     for zone in zones:
-        m = per_zone.get(zone) or {}
-        metrics = {k: m.get(k) for k in ("routed_accuracy", "share", "local_in", "local_out")}
-        metrics["gate_entropy"] = m.get("gate_entropy")
-        entries.append(Entry(f"{JOINT_DIR}/{zone}", "routing", "ok", str(jdir / zone),
-                             step=manifest.get("steps"), metrics=metrics))  # fmt: skip
-        for i in list_experts(jdir, zone):
-            path = expert_ckpt_path(zone, i, jdir)
-            entries.append(_check_artefact(f"{JOINT_DIR}/{zone}", f"expert_{i}", path, verify))
+        m, label = per_zone.get(zone) or {}, f"{JOINT_DIR}/{zone}"
+        keys = ("routed_accuracy", "share", "local_in", "local_out", "gate_entropy")
+        entries.append(Entry(label, "routing", "ok", str(jdir / zone), step=manifest.get("steps"),
+                             metrics={k: m.get(k) for k in keys}))  # fmt: skip
+        entries += _expert_entries(jdir, zone, label, verify)
     return entries
 
 
