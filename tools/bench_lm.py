@@ -11,7 +11,7 @@ width is solved so the parameter counts match (both are reported). All in one pr
 1. Training tokens/s: jitted forward + backward + AdamW update on random tokens, at T = 512 and
    T = 2048 with the same batch for both models; medians over --repeats after two warm-up steps.
 2. Generation latency per token (batch 1, greedy, a jitted step called once per token with its
-   state or cache donated, as `aura.models.generate` does): after ingesting a context of 64 and
+   state or cache donated, as `aura.serve.sampling` does): after ingesting a context of 64 and
    of 2048 tokens, --gen_tokens per stream, timed in --gen_rounds interleaved rounds so a change
    in the machine's load hits every stream alike. SRWKV carries its recurrent state. The
    Transformer's KV cache is static-shaped, so a step reads all its max_len slots whatever the

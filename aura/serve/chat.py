@@ -1,0 +1,108 @@
+"""Chat sessions with a pretrained adapter (and, optionally, the zone heads): the inference library.
+
+``Chat(ckpt, spm_model, ckpt_root=...)`` loads a ``pretrain`` run (and the heads that
+``pretrain_zones`` fitted) and ``answer(prompt, ...)`` streams a reply: the prompt, formatted like
+the training records (<INST> prompt <RESP>), is consumed once by the sequence form and generation
+continues with the recurrent state (constant cost per token, ``sampling.Generator``). With zone
+heads, each prompt gets routing controls: the thalamus centroids add a gate bias, the amygdala a
+bias from the prompt's affect vector, and the hypothalamus sets the sampling temperature unless
+one is given explicitly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aura.data.instruct import InstructFormatter
+from aura.data.tokenizer import check_piece_count, load_tokenizer
+from aura.experiments.lm.pretrain import load_adapter
+from aura.experiments.zones.store import load_zone_heads
+from aura.models.adapter import SelfTeachingAdapter
+from aura.models.zone_heads import compose_controls
+from aura.serve.sampling import Generator
+
+__all__ = ["Chat"]
+
+
+class Chat:
+    """A loaded adapter + tokenizer (+ zone heads) that answers prompts, streaming to ``out``."""
+
+    def __init__(
+        self, ckpt: str, spm_model: str | None, out=sys.stdout, ckpt_root: str | None = None
+    ):
+        """Loads the adapter in ``ckpt`` (a pretrain run directory), its tokenizer (``spm_model``
+        or the one the run recorded) and, with ``ckpt_root``, the zone heads found there.
+
+        Raises:
+          CheckpointError: a missing or damaged checkpoint or head. DataError: a tokenizer
+            that is missing or does not match the adapter's vocabulary.
+        """
+        self.model, self.params, meta = load_adapter(ckpt)
+        self.sp = load_tokenizer(spm_model or meta["spm_model"])
+        check_piece_count(self.sp, self.model.config.vocab_size, what="the adapter's vocabulary")
+        self.fmt = InstructFormatter(self.sp, max_len=max(4, int(meta.get("max_len", 256))))
+        self.gen = Generator(self.model, self.params)
+        self.stop = (self.fmt.sep_id, self.sp.eos_id())
+        self.out = out
+        self.heads: dict = {}
+        if ckpt_root:
+            c = self.model.config
+            found = load_zone_heads(ckpt_root, c.num_experts, c.dim)
+            self.heads = {z: getattr(found, z)[0] for z in found.present()}
+
+    def controls(self, prompt: str):
+        """(RoutingControls or None, info) for ``prompt`` from the loaded zone heads."""
+        if not self.heads:
+            return None, {}
+        ids = self.sp.encode(prompt)
+        return compose_controls(self.model, self.params, self.heads, ids, prompt)
+
+    def routing_distribution(self, prompt: str, use_heads: bool = True):
+        """Mean gate probabilities [E] over the formatted prompt's tokens (with/without heads)."""
+        controls = self.controls(prompt)[0] if use_heads else None
+        tokens = jnp.asarray([self.fmt.encode_prompt(prompt)], jnp.int32)
+        r = self.model.apply(
+            {"params": self.params}, tokens, None, controls, method=SelfTeachingAdapter.gate_weights
+        )
+        return np.asarray(r.probs).mean(axis=0)
+
+    def answer(
+        self, prompt: str, *, max_len, gen_len, temperature=None, top_k=0, top_p=1.0, seed=0
+    ) -> str:
+        """Streams the answer to ``prompt``; ``temperature=None``: the hypothalamus' (or 1.0)."""
+        controls, info = self.controls(prompt)
+        self.gen.controls = controls  # same shapes for every prompt: no retrace
+        if temperature is None:
+            temperature = info.get("temperature", 1.0)
+        if self.heads:
+            print(
+                f"[zone heads: {', '.join(sorted(self.heads))}; temperature {temperature:.3g}]",
+                file=sys.stderr,
+            )
+        ids = self.fmt.encode_prompt(prompt)
+        if len(ids) > max_len:
+            print(f"[prompt of {len(ids)} tokens cut to the last {max_len}]", file=sys.stderr)
+            ids = ids[-max_len:]
+        new: list[int] = []
+        shown = ""
+        stream = self.gen.stream(
+            ids,
+            gen_len,
+            key=jax.random.key(seed),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_ids=self.stop,
+        )
+        for tid in stream:
+            new.append(tid)
+            text = self.sp.decode(new)
+            self.out.write(text[len(shown) :])
+            self.out.flush()
+            shown = text
+        self.out.write("\n")
+        return shown
