@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 
 import aura
 from aura.train import sharding
@@ -255,28 +254,9 @@ class _Runner:
 
     # -- the step ---------------------------------------------------------------------------
     def place(self, data, extras):
-        exp, mesh = self.exp, self.mesh
-        if jax.process_count() == 1:
-            sh = jax.tree.map(
-                lambda x: sharding.batch_sharding(mesh, np.ndim(x), exp.batch_axis), data
-            )
-            # A copy of the extras: they may share buffers with the (donated) state.
-            rep = sharding.replicated(mesh)
-            return jax.device_put(data, sh), jax.device_put(extras, rep, may_alias=False)
-
-        def put(x):
-            x = np.asarray(x)
-            rows = x.shape[exp.batch_axis]
-            if not exp.process_local_batches:
-                bs = sharding.batch_sharding(mesh, x.ndim, exp.batch_axis)
-                idx = sharding.process_batch_rows(bs, x.shape, exp.batch_axis)
-                x, rows = np.take(x, idx, axis=exp.batch_axis), rows
-            else:
-                rows = rows * jax.process_count()
-            return sharding.global_batch(x, mesh, exp.batch_axis, global_rows=rows)
-
-        rep = sharding.replicated(mesh)
-        return jax.tree.map(put, data), jax.device_put(extras, rep, may_alias=False)
+        return sharding.place_batch(
+            data, extras, self.mesh, self.exp.batch_axis, self.exp.process_local_batches
+        )
 
     def step(self, state, data, extras):
         if self.compiled is None:
@@ -293,30 +273,6 @@ class _Runner:
             self.compiled = fn.lower(state, data, extras).compile()
             self.flops = compiled_flops(self.compiled)
         return self.compiled(state, data, extras)
-
-
-def _buffer(x: Any) -> int | None:
-    try:
-        return x.addressable_shards[0].data.unsafe_buffer_pointer()
-    except (AttributeError, IndexError, RuntimeError, ValueError):
-        return None
-
-
-def unalias(state: Any) -> Any:
-    """Copies leaves that share a device buffer with an earlier leaf (the step donates the state,
-    and a buffer cannot be donated twice: e.g. an ``anchor`` that is the init's own params)."""
-    seen: set[int] = set()
-
-    def fresh(x):
-        ptr = _buffer(x)
-        if ptr is None:
-            return x
-        if ptr in seen:
-            return jax.numpy.copy(x)
-        seen.add(ptr)
-        return x
-
-    return jax.tree.map(fresh, state)
 
 
 def run(exp: Experiment, cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -343,7 +299,7 @@ def run(exp: Experiment, cfg: LoopConfig, log: Callable[[str], None] = print) ->
 def _run(r: _Runner) -> dict[str, Any]:
     exp, cfg = r.exp, r.cfg
     state, start = r.initial_state()
-    state = unalias(state)
+    state = sharding.unalias(state)
     exp.history = r.history
     logger = MetricsLogger(cfg.workdir, tensorboard=cfg.tensorboard)
     logger.truncate_after(start)
@@ -365,14 +321,14 @@ def _run(r: _Runner) -> dict[str, Any]:
         bar = progress(range(start, total), total=total - start, desc=cfg.desc)
         for step in bar:
             new = exp.before_step(state, step)
-            state = state if new is state else unalias(new)
+            state = state if new is state else sharding.unalias(new)
             data, extras = r.place(*exp.batch(step))
             state, metrics = r.step(state, data, extras)
             if exp.host_metrics:
                 metrics = jax.device_get(metrics)
             window.append(metrics)
             new = exp.after_step(state, step, metrics)
-            state = state if new is state else unalias(new)
+            state = state if new is state else sharding.unalias(new)
             done = step + 1
             if done % log_every == 0 or done == total:
                 flush()

@@ -63,16 +63,20 @@ def test_continual_command_runs_end_to_end_and_writes_json(tiny_npz, tmp_path):
     assert len(written["accuracy_matrix"]) == 5 and len(written["forgetting"]) == 4
     assert len(written["baseline_forgetting"]) == 4
     assert 0.0 <= written["average_accuracy"] <= 1.0
-    records = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert sum("method/acc" in r for r in records) == 5
-    assert sum("baseline/acc" in r for r in records) == 5
-    assert records[-1]["final/average_accuracy"] == written["average_accuracy"]
+    for run in ("method", "baseline"):  # each run in its own resumable directory
+        lines = (workdir / run / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(r) for r in lines]
+        assert sum("eval/acc" in r for r in records) == 5
+        assert (workdir / run / "ckpt").is_dir()
+    last = [json.loads(r) for r in (workdir / "method" / "metrics.jsonl").read_text().splitlines()]
+    assert last[-1]["eval/acc"] == written["accuracy_matrix"][-1]
 
 
 def test_unknown_scenario_exits_2_listing_valid_ones(tmp_path):
     proc = _run("--scenario=online", f"--workdir={tmp_path}", timeout=60)
     assert proc.returncode == 2
-    assert "valid scenarios: class, task, domain" in proc.stderr
+    assert "should be one of <class|task|domain>" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert not list(tmp_path.iterdir())  # nothing written before the error
 
 

@@ -57,14 +57,9 @@ def routed_stats(indices, correct, num_experts: int):
     return onehot.sum(0), (onehot * correct[:, None]).sum(0)
 
 
-def build_train_step(model: MnistPOC, optimizer, loss_cfg: LossConfig, seed: int = 0):
-    """Returns ``step(state, (images, labels), (controls, distill)) -> (state, metrics)``, pure.
-
-    ``state`` is ``{"train": TrainState, "brain": BrainState, "anchor": expert params}``; the
-    anchor is the expert sub-tree the EMC penalty measures drift against. The augmentation key
-    is ``fold_in(key(seed + 1), step)``: a pure function of the step (exact resume).
-    ``optimizer`` must end with ``aura.train.optim.expert_row_mask`` (``make_optimizer`` does).
-    """
+def build_loss(model: MnistPOC, loss_cfg: LossConfig):
+    """``loss_fn(params, x, y, controls, distill, anchor) -> (loss, metrics)``: cross-entropy +
+    load balance + z-loss + predictive head (+ EMC soft freeze, + distillation when on)."""
     E = model.config.num_experts
 
     def loss_fn(params, x, y, controls: RoutingControls, distill: DistillArgs, anchor):
@@ -133,6 +128,20 @@ def build_train_step(model: MnistPOC, optimizer, loss_cfg: LossConfig, seed: int
             routed_correct=right,
         )
         return loss, metrics
+
+    return loss_fn
+
+
+def build_train_step(model: MnistPOC, optimizer, loss_cfg: LossConfig, seed: int = 0):
+    """Returns ``step(state, (images, labels), (controls, distill)) -> (state, metrics)``, pure.
+
+    ``state`` is ``{"train": TrainState, "brain": BrainState, "anchor": expert params}``; the
+    anchor is the expert sub-tree the EMC penalty measures drift against. The augmentation key
+    is ``fold_in(key(seed + 1), step)``: a pure function of the step (exact resume).
+    ``optimizer`` must end with ``aura.train.optim.expert_row_mask`` (``make_optimizer`` does).
+    """
+    E = model.config.num_experts
+    loss_fn = build_loss(model, loss_cfg)
 
     def step(state, data, extras):
         (images, labels), (controls, distill) = data, extras
