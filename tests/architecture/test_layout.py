@@ -109,9 +109,9 @@ def test_files_and_functions_stay_small():
     long_funcs = []
     for p in AURA.rglob("*.py"):
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                if node.end_lineno - node.lineno + 1 > 80:
-                    long_funcs.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name}")
+            is_func = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_func and node.end_lineno - node.lineno + 1 > 80:
+                long_funcs.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not long_funcs, long_funcs
 
 
