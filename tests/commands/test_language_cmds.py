@@ -17,9 +17,11 @@ def trained(tmp_path_factory):
     tok = aura("tokenizer", f"--input_dir={w}/corpus/text", f"--out_dir={w}/tok",
                "--vocab_size=400")  # fmt: skip
     assert tok.returncode == 0, tok.stderr[-2000:]
-    pre = aura("pretrain", f"--jsonl={w}/corpus/instruct.jsonl", f"--spm_model={w}/tok/spiece.model",
-               f"--config={REPO}/configs/pretrain.py:tiny", "--steps=3", f"--ckpt_out={w}/lm",
-               "--notensorboard")  # fmt: skip
+    pre = aura(
+        "pretrain", f"--jsonl={w}/corpus/instruct.jsonl", f"--spm_model={w}/tok/spiece.model",
+        f"--config={REPO}/configs/pretrain.py:tiny", "--steps=3", f"--ckpt_out={w}/lm",
+        "--notensorboard",
+    )  # fmt: skip
     assert pre.returncode == 0, pre.stderr[-2000:]
     return w, corpus, tok, pre
 
