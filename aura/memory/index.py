@@ -52,6 +52,12 @@ class FusionConfig:
       tau_s: recency time constant in seconds.
       rrf_k: the RRF rank offset (60 in Cormack et al., 2009).
       candidates: C, candidates drawn per cue before fusion.
+      supersede: penalty subtracted from an episode that a *later* candidate supersedes: one
+        about the same thing (key cosine) that the query likes about as much (fused score),
+        ``cos(key_i, key_j) + fused_j - fused_i >= supersede_threshold``. Of two memories of a
+        changed fact the newer wins, the way a newer trace interferes with an older one
+        (retroactive interference). 0 turns it off.
+      supersede_threshold: the threshold above.
     """
 
     method: str = "weighted"
@@ -62,6 +68,8 @@ class FusionConfig:
     tau_s: float = 86400.0
     rrf_k: float = 60.0
     candidates: int = 64
+    supersede: float = 0.0
+    supersede_threshold: float = 0.45
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -73,6 +81,8 @@ class FusionConfig:
             )
         if self.tau_s <= 0 or self.rrf_k < 0 or self.candidates < 1:
             raise ValueError("tau_s must be > 0, rrf_k >= 0 and candidates >= 1")
+        if self.supersede < 0:
+            raise ValueError(f"supersede={self.supersede} must be >= 0")
 
     def weights(self) -> dict[str, float]:
         """The cue weights by name."""
@@ -97,6 +107,11 @@ def _dense_topk(memory: hopfield.HopfieldMemory, queries: jax.Array, *, k: int, 
 @functools.partial(jax.jit, donate_argnums=0)
 def _write_rows(patterns: jax.Array, rows: jax.Array, start: jax.Array) -> jax.Array:
     return jax.lax.dynamic_update_slice_in_dim(patterns, rows, start, axis=0)
+
+
+@jax.jit
+def _gather(patterns: jax.Array, slots: jax.Array) -> jax.Array:
+    return patterns[slots]  # [C', D]
 
 
 def _pow2(n: int) -> int:
@@ -222,12 +237,14 @@ class HippocampalIndex:
         cand = set()
         w = fusion.weights()
         qv = np.asarray(query_vec, np.float32).reshape(1, -1)
-        if w["dense"] > 0 or fusion.method == "weighted":
+        if w["dense"] > 0:
             slots, _ = self.dense_candidates(qv, c, now)
             cand.update(int(s) for s in slots[0] if s >= 0)
         lex = dict(self.store.lexical(query, c, now=now)) if w["lexical"] > 0 else {}
-        slot_of = {int(i): s for s, i in enumerate(self.ids)}
-        cand.update(slot_of[i] for i in lex if i in slot_of)
+        if lex:  # ids are sorted (appended in id order): find their slots by bisection
+            lex_ids = np.fromiter(lex, np.int64, len(lex))
+            pos = np.minimum(np.searchsorted(self.ids, lex_ids), len(self.ids) - 1)
+            cand.update(int(p) for p in pos[self.ids[pos] == lex_ids])
         live = np.flatnonzero(self._live(now))
         if w["recency"] > 0 or w["importance"] > 0:
             for col, on in ((0, w["recency"]), (1, w["importance"])):
@@ -240,7 +257,9 @@ class HippocampalIndex:
         return self._fuse(slots, qv[0], lex, fusion, k, now, touch)
 
     def _fuse(self, slots, qv, lex, fusion: FusionConfig, k, now, touch) -> list[Hit]:
-        keys = np.asarray(self.memory.patterns[jnp.asarray(slots)])  # [C', D]
+        padded = np.zeros(_pow2(max(len(slots), 64)), np.int32)  # few gather shapes
+        padded[: len(slots)] = slots
+        keys = np.asarray(_gather(self.memory.patterns, jnp.asarray(padded)))[: len(slots)]
         ids = self.ids[slots]
         best = max(lex.values(), default=0.0)
         scores = {
@@ -265,6 +284,14 @@ class HippocampalIndex:
                 contrib = w[cue] / (fusion.rrf_k + rank)
                 fused += np.where(has, contrib, 0.0) if has is not None else contrib
                 ranks[cue] = np.where(has, rank, np.nan) if has is not None else rank
+        if fusion.supersede > 0:
+            t = self.attrs[slots, 0]
+            sim = keys @ keys.T  # [C', D] x [C', D] -> [C', C'] key cosines
+            # [C', C'] (i, j): is j later than i, about the same thing and about as relevant?
+            sup = (t[None, :] > t[:, None]) & (
+                sim + fused[None, :] - fused[:, None] >= fusion.supersede_threshold
+            )
+            fused = fused - fusion.supersede * sup.any(axis=1)
         top = np.argsort(-fused, kind="stable")[:k]
         episodes = {e.id: e for e in self.store.get([int(ids[t]) for t in top])}
         hits = []
