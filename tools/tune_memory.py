@@ -1,7 +1,7 @@
 """Tunes the hybrid retrieval's fusion on the memory development set (and only there).
 
     python tools/tune_memory.py --dialogues aura/memory/assets/memory_dev.jsonl \
-        --json checkpoints/tune_memory.json
+        --json checkpoints/tune_memory.json [--stage fine]
 
 Builds each dialogue's store and index once, embeds every text once, then scores a grid of
 weighted-sum and reciprocal-rank-fusion configs on all questions. Prints the best configs of each
@@ -25,10 +25,24 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aura.memory.dialogues import normalize_answer, read_dialogues  # noqa: E402
-from aura.memory.evaluate import KS, _fill, _score, _times  # noqa: E402
+from aura.memory.evaluate import HYBRID, KS, EvalConfig, _fill, _score, _times, evaluate  # noqa: E402
 from aura.memory.index import FusionConfig, HippocampalIndex  # noqa: E402
 from aura.memory.store import EpisodicStore  # noqa: E402
 from aura.models.sentence_encoder import load_sentence_encoder  # noqa: E402
+
+
+def fine_grid() -> list[FusionConfig]:
+    """Second stage, around the coarse winner (dense + supersession): supersession settings."""
+    out = []
+    for w, th, rec in itertools.product(
+        (0.03, 0.05, 0.1, 0.2), (0.45, 0.5, 0.55, 0.6, 0.7), (0.0, 0.1)
+    ):
+        out.append(
+            FusionConfig(
+                "weighted", 1.0, 0.0, rec, 0.0, 604800.0, supersede=w, supersede_threshold=th
+            )
+        )
+    return out
 
 
 def grid() -> list[FusionConfig]:
@@ -111,6 +125,28 @@ def objective(metrics: dict) -> float:
     return 0.5 * (metrics["recall@1"] + metrics["recall@10"])
 
 
+def tune_wm(args) -> None:
+    """Third stage: the working memory of hybrid_wm (weight of its priority, importance cue)."""
+    dialogues, _ = read_dialogues(args.dialogues)
+    dialogues = dialogues[: args.wm_dialogues]
+    encoder = load_sentence_encoder(args.encoder)
+    rows = []
+    for wm_weight, imp, cap in itertools.product((0.0, 0.05, 0.1, 0.2), (0.0, 0.1), (16,)):
+        cfg = EvalConfig(
+            hybrid=dataclasses.replace(HYBRID, importance=imp),
+            wm_weight=wm_weight,
+            wm_capacity=cap,
+            bootstrap=10,
+        )
+        m = evaluate(dialogues, encoder, policies=["hybrid_wm"], config=cfg)["policies"][
+            "hybrid_wm"
+        ]
+        rows.append({"wm_weight": wm_weight, "importance": imp, "capacity": cap} | m["overall"])
+        print(json.dumps(rows[-1]), flush=True)
+    with open(args.json, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,12 +156,16 @@ def main() -> None:
     p.add_argument(
         "--encoder", default=None, help="sentence-transformers directory (default MiniLM)"
     )
+    p.add_argument("--stage", choices=("coarse", "fine", "wm"), default="coarse")
+    p.add_argument("--wm_dialogues", type=int, default=3, help="dialogues for --stage wm")
     args = p.parse_args()
+    if args.stage == "wm":
+        return tune_wm(args)
     dialogues, problems = read_dialogues(args.dialogues)
     encoder = load_sentence_encoder(args.encoder)
-    results = score_grid(dialogues, encoder, grid())
+    results = score_grid(dialogues, encoder, grid() if args.stage == "coarse" else fine_grid())
     best = {}
-    for method in ("weighted", "rrf"):
+    for method in sorted({r["config"]["method"] for r in results}):
         rows = sorted(
             (r for r in results if r["config"]["method"] == method),
             key=lambda r: -objective(r["overall"]),

@@ -44,7 +44,9 @@ _METHODS = ("weighted", "rrf")
 
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
-    """How the cues are weighed.
+    """How the cues are weighed. The defaults are the best config on the memory development set
+    (tools/tune_memory.py): the dense cue plus supersession; bm25, recency and importance added
+    nothing there (they stay available for other data).
 
     Attributes:
       method: ``"weighted"`` (sum of weight x score) or ``"rrf"`` (reciprocal-rank fusion).
@@ -62,14 +64,14 @@ class FusionConfig:
 
     method: str = "weighted"
     dense: float = 1.0
-    lexical: float = 0.3
-    recency: float = 0.1
-    importance: float = 0.05
-    tau_s: float = 86400.0
+    lexical: float = 0.0
+    recency: float = 0.0
+    importance: float = 0.0
+    tau_s: float = 604800.0
     rrf_k: float = 60.0
     candidates: int = 64
-    supersede: float = 0.0
-    supersede_threshold: float = 0.45
+    supersede: float = 0.1
+    supersede_threshold: float = 0.55
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -284,14 +286,17 @@ class HippocampalIndex:
                 contrib = w[cue] / (fusion.rrf_k + rank)
                 fused += np.where(has, contrib, 0.0) if has is not None else contrib
                 ranks[cue] = np.where(has, rank, np.nan) if has is not None else rank
-        if fusion.supersede > 0:
-            t = self.attrs[slots, 0]
-            sim = keys @ keys.T  # [C', D] x [C', D] -> [C', C'] key cosines
-            # [C', C'] (i, j): is j later than i, about the same thing and about as relevant?
+        if fusion.supersede > 0:  # among the 2k best only: they decide the top k
+            near = np.argsort(-fused, kind="stable")[: 2 * k]
+            t = self.attrs[slots[near], 0]
+            sim = keys[near] @ keys[near].T  # [2K, D] x [2K, D] -> [2K, 2K] key cosines
+            f = fused[near]
+            # [2K, 2K] (i, j): is j later than i, about the same thing and about as relevant?
             sup = (t[None, :] > t[:, None]) & (
-                sim + fused[None, :] - fused[:, None] >= fusion.supersede_threshold
+                sim + f[None, :] - f[:, None] >= fusion.supersede_threshold
             )
-            fused = fused - fusion.supersede * sup.any(axis=1)
+            fused = fused.copy()
+            fused[near] -= fusion.supersede * sup.any(axis=1)
         top = np.argsort(-fused, kind="stable")[:k]
         episodes = {e.id: e for e in self.store.get([int(ids[t]) for t in top])}
         hits = []

@@ -68,16 +68,33 @@ def _naive(store, query, qv, fusion, k, now):
             if c == "lexical":
                 part = np.where([e.id in lex for e in eps], part, 0.0)
             fused += part
+    if fusion.supersede > 0:  # a later episode among the 2k best supersedes an earlier one
+        near = np.argsort(-fused, kind="stable")[: 2 * k]
+        before, fused = fused, fused.copy()
+        for i in near:
+            for j in near:
+                later = eps[j].event_time > eps[i].event_time
+                sim = float(eps[i].embedding @ eps[j].embedding)
+                if later and sim + before[j] - before[i] >= fusion.supersede_threshold:
+                    fused[i] -= fusion.supersede
+                    break
     top = np.argsort(-fused, kind="stable")[:k]
     return [eps[i].id for i in top], fused[top]
 
 
-@pytest.mark.parametrize("method", ["weighted", "rrf"])
-def test_search_matches_naive_reference(filled, method):
+@pytest.mark.parametrize("method,supersede", [("weighted", 0.0), ("weighted", 0.1), ("rrf", 0.0)])
+def test_search_matches_naive_reference(filled, method, supersede):
     store, t = filled
     index = HippocampalIndex(store, chunk_size=64, min_capacity=16)
     fusion = FusionConfig(
-        method=method, lexical=0.5, recency=0.3, importance=0.2, tau_s=3000.0, candidates=400
+        supersede=supersede,
+        supersede_threshold=0.2,
+        method=method,
+        lexical=0.5,
+        recency=0.3,
+        importance=0.2,
+        tau_s=3000.0,
+        candidates=400,
     )
     for seed in range(5):
         qv = _vecs(1, seed=100 + seed)[0]
@@ -165,3 +182,24 @@ def test_million_keys_need_no_n_by_d_temporaries():
     # a [chunk, D] key slice (plus a copy) and [B, chunk] logits; not even one [B, N] f32 array
     bound = 2 * chunk * d * 4 + 8 * b * chunk * 4
     assert temp < bound < b * n * 4
+
+
+def test_supersession_lets_the_later_of_two_similar_memories_win(tmp_path):
+    store = EpisodicStore(tmp_path / "m.db", encoder_name="e", dim=DIM, clock=lambda: 100.0)
+    e = np.eye(DIM, dtype=np.float32)
+    stale = e[0] * 0.8 + e[1] * 0.6  # "Mara lives in Lisbon"
+    update = e[0] * 0.8 + e[2] * 0.6  # "Mara moved to Porto": same subject, said later
+    other = e[3]  # said later still, about something else
+    ids = store.add_many(
+        ["Mara lives in Lisbon.", "Mara moved to Porto.", "Tea is nice."],
+        np.stack([stale, update, other]),
+        [{"event_time": 1.0}, {"event_time": 2.0}, {"event_time": 3.0}],
+    )
+    index = HippocampalIndex(store)
+    q = e[0] * 0.9 + e[1] * 0.436  # the question is worded like the stale fact
+    q = q / np.linalg.norm(q)
+    off = [h.episode.id for h in index.search("", q, k=2, fusion=FusionConfig(supersede=0.0))]
+    # cos(stale, update) 0.64 + fused(update) 0.72 - fused(stale) 0.98 = 0.38 >= 0.3
+    sup = FusionConfig(supersede=0.3, supersede_threshold=0.3)
+    on = [h.episode.id for h in index.search("", q, k=2, fusion=sup)]
+    assert off == [ids[0], ids[1]] and on == [ids[1], ids[0]]
