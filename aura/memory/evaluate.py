@@ -201,6 +201,7 @@ def _dialogue(d: Dialogue, encoder: Encoder, policies, cfg: EvalConfig, tmp: str
                 )
                 lat.append(time.perf_counter() - s)
                 ranked.append([turn_of[i] for i in hit_ids if i in turn_of])
+            store.checkpoint()
             size = store.size_bytes()
             if policy == "hybrid_wm":
                 store.close()

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from aura.data.errors import DataError
+from aura.memory.schema import MIGRATIONS
 
 __all__ = [
     "MIGRATIONS",
@@ -43,38 +44,6 @@ __all__ = [
     "fts_query",
 ]
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 1: episodes, their lexical index, metadata
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE episodes (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            session TEXT NOT NULL DEFAULT '',
-            turn INTEGER,
-            speaker TEXT NOT NULL DEFAULT '',
-            text TEXT NOT NULL,
-            event_time REAL NOT NULL,
-            created_at REAL NOT NULL,
-            accessed_at REAL NOT NULL,
-            access_count INTEGER NOT NULL DEFAULT 0,
-            importance REAL NOT NULL DEFAULT 0.5,
-            expires_at REAL,
-            state TEXT NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'consolidated', 'merged')),
-            merged_into INTEGER,
-            embedding BLOB NOT NULL)""",
-        "CREATE INDEX episodes_session ON episodes(session, turn)",
-        """CREATE VIRTUAL TABLE episodes_fts USING fts5(
-            text, content='episodes', content_rowid='id', tokenize='porter unicode61')""",
-        """CREATE TRIGGER episodes_ai AFTER INSERT ON episodes BEGIN
-            INSERT INTO episodes_fts(rowid, text) VALUES (new.id, new.text); END""",
-        """CREATE TRIGGER episodes_ad AFTER DELETE ON episodes BEGIN
-            INSERT INTO episodes_fts(episodes_fts, rowid, text) VALUES ('delete', old.id, old.text);
-            END""",
-    ),
-    (  # 2: episode kinds (turn / note / summary), so summaries can be told apart and replaced
-        "ALTER TABLE episodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'turn'",
-        "CREATE INDEX episodes_kind ON episodes(kind, session)",
-    ),
-)
 SCHEMA_VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "id, session, turn, speaker, text, event_time, created_at, accessed_at, access_count, "
@@ -373,6 +342,16 @@ class EpisodicStore:
         """Episodes matching a SQL condition on ``episodes`` columns, ordered by id."""
         q = f"SELECT {_COLUMNS} FROM episodes WHERE {where} ORDER BY id"
         return [Episode.from_row(r) for r in self._conn.execute(q, tuple(params))]
+
+    def last_turn(self, session: str) -> int | None:
+        """The highest turn number stored for a session (None when it has none)."""
+        q = "SELECT max(turn) FROM episodes WHERE session = ?"
+        return self._conn.execute(q, (session,)).fetchone()[0]
+
+    def checkpoint(self) -> None:
+        """Copies the WAL into the database file and truncates it (SQLite also does this when
+        the last connection closes)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def count(self) -> int:
         """Number of stored rows (merged and expired ones included)."""
