@@ -83,7 +83,7 @@ class EvalConfig:
     hybrid: FusionConfig = HYBRID
     wm_capacity: int = 16
     wm_tau_s: float = 3600.0
-    wm_weight: float = 0.1
+    wm_weight: float = 0.05
     wm_rehearse: int = 2
     query_policy: QueryTypePolicy | None = None
     bootstrap: int = 1000

@@ -289,7 +289,9 @@ class HippocampalIndex:
         if fusion.supersede > 0:  # among the 2k best only: they decide the top k
             near = np.argsort(-fused, kind="stable")[: 2 * k]
             t = self.attrs[slots[near], 0]
-            sim = keys[near] @ keys[near].T  # [2K, D] x [2K, D] -> [2K, 2K] key cosines
+            # [2K, D] x [2K, D] -> [2K, 2K] key cosines; einsum's own loop: a BLAS call this
+            # small wakes a thread pool, which costs ~40 ms on a busy 2-core machine
+            sim = np.einsum("id,jd->ij", keys[near], keys[near])
             f = fused[near]
             # [2K, 2K] (i, j): is j later than i, about the same thing and about as relevant?
             sup = (t[None, :] > t[:, None]) & (
