@@ -1,7 +1,8 @@
 """With and without the query-type classifier: ``hybrid`` vs ``hybrid_qc`` on two dialogue sets.
 
     python tools/ablate_query_type.py --train aura/memory/assets/memory_dev.jsonl \
-        --tuning checkpoints/tune_memory.json --eval aura/memory/assets/memory_dev.jsonl \
+        --tuning checkpoints/tune_coarse.json --tuning checkpoints/tune_fine.json \
+        --eval aura/memory/assets/memory_dev.jsonl \
         --eval /tmp/memory_heldout.jsonl --json checkpoints/ablate_query_type.json
 
 The classifier (`aura.memory.query_type`) is trained on the questions of ``--train`` (their
@@ -25,6 +26,7 @@ from aura.memory.evaluate import HYBRID, EvalConfig, evaluate  # noqa: E402
 from aura.memory.index import FusionConfig  # noqa: E402
 from aura.memory.query_type import QueryTypePolicy  # noqa: E402
 from aura.models.sentence_encoder import load_sentence_encoder  # noqa: E402
+from tools.tune_memory import objective  # noqa: E402
 
 
 def main() -> None:
@@ -32,13 +34,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--train", required=True)
-    p.add_argument("--tuning", required=True)
+    p.add_argument("--tuning", action="append", required=True, help="tune_memory.py JSON(s)")
     p.add_argument("--eval", action="append", required=True)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     train, _ = read_dialogues(a.train)
-    with open(a.tuning) as f:
-        per_kind = {k: FusionConfig(**c) for k, c in json.load(f)["per_kind"].items()}
+    results = []
+    for path in a.tuning:
+        with open(path) as f:
+            results += json.load(f)["results"]
+    per_kind = {  # each kind's best config over every tuning stage (tune_memory's objective)
+        kind: FusionConfig(
+            **max(results, key=lambda r, k=kind: objective(r["by_kind"][k]))["config"]
+        )
+        for kind in results[0]["by_kind"]
+    }
+    for kind, cfg in per_kind.items():
+        print(f"{kind}: {cfg}")
     policy = QueryTypePolicy(per_kind, HYBRID).fit(
         [q.question for d in train for q in d.questions],
         [q.kind for d in train for q in d.questions],

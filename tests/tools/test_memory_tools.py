@@ -31,7 +31,8 @@ def test_bench_encoder_writes_json(tmp_path):
     assert "sentences/s" in proc.stdout
 
 
-def test_memory_eval_tool_table_json_and_bad_input(tmp_path):
+@pytest.mark.slow  # about 20 s on the shared 2 cores: JAX start-up, MiniLM, compiles
+def test_memory_eval_tool_table_and_json(tmp_path):
     out = tmp_path / "m.json"
     proc = _run(
         "tools/memory_eval.py",
@@ -50,6 +51,9 @@ def test_memory_eval_tool_table_json_and_bad_input(tmp_path):
     assert last["questions"] == 3 and last["skipped_records"] == 3
     assert set(last["policies"]) == {"window", "lexical", "hybrid"}
     assert f"{TINY}:2:" in proc.stderr and "skipped 3 bad record(s)" in proc.stderr
+
+
+def test_memory_eval_tool_bad_record_fails_with_file_and_line():
     proc = _run("tools/memory_eval.py", "--dialogues", TINY, "--on_bad_record", "fail")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {TINY}:2:")
