@@ -177,6 +177,8 @@ class HippocampalIndex:
         max_id, gen = version
         if gen != self._version[1]:  # updates/deletes: refresh the columns, mark gone rows dead
             ids, _, attrs = self.store.snapshot(0, with_keys=False)
+            if len(ids) == 0:  # everything was deleted
+                return self._rebuild()
             pos = np.searchsorted(ids, self.ids)
             found = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == self.ids)
             self.attrs = np.where(found[:, None], attrs[np.minimum(pos, len(ids) - 1)], 0.0)

@@ -166,6 +166,8 @@ def test_grows_past_capacity_and_empty_index(tmp_path):
         hits = index.search("x", v[i], k=1, fusion=FusionConfig(recency=0.0, importance=0.0))
         assert hits[0].episode.text == f"t{i}"
     assert index.memory.patterns.shape[0] == 128
+    store.delete(list(range(1, 101)))
+    assert index.search("x", v[0]) == [] and len(index) == 0
 
 
 def test_million_keys_need_no_n_by_d_temporaries():
