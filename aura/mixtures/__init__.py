@@ -1,0 +1,1 @@
+"""Mixture models: GMM and HMM fitted by EM in JAX, model managers, and the Cerebrum controller."""
