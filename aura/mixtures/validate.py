@@ -18,10 +18,16 @@ __all__ = ["as_points", "as_sequences", "bucket", "pad_rows"]
 
 
 def bucket(n: int, minimum: int = 64) -> int:
-    """A padded size >= n from a small set: powers of two split into 8 steps (<= 12.5% waste)."""
+    """A padded size >= n from a small set, so similar sizes share one compiled function.
+
+    Up to ``4 * minimum``: the next power of two (at least `minimum`); above: powers of two
+    split into 4 steps (at most 25% padding).
+    """
     if n <= minimum:
         return minimum
-    step = 1 << max(0, (n - 1).bit_length() - 4)
+    if n <= 4 * minimum:
+        return 1 << (n - 1).bit_length()
+    step = 1 << max(0, (n - 1).bit_length() - 3)
     return -(-n // step) * step
 
 
