@@ -69,8 +69,8 @@ class CerebrumConfig:
     def __post_init__(self) -> None:
         if self.dim < 1 or self.capacity < 1 or self.adapter_components < 1:
             raise ValueError("dim, capacity and adapter_components must be >= 1")
-        if not 1 <= self.top_k <= self.capacity:
-            raise ValueError(f"top_k={self.top_k} must be in 1..capacity={self.capacity}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k} must be >= 1 (it is capped at the capacity)")
         for name in ("novelty_quantile", "novel_fraction", "clean_fraction", "threshold_ema"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1]")
