@@ -54,6 +54,7 @@ class HiddenMarkov:
         max_iter: int = 100,
         n_init: int = 1,
         method: str = "scan",
+        topology: str = "ergodic",
         seed: int = 0,
     ) -> None:
         """Configures the model.
@@ -67,6 +68,8 @@ class HiddenMarkov:
           max_iter: Baum-Welch iterations >= 1.
           n_init: restarts under vmap; the best total log-likelihood is kept.
           method: "scan" or "associative" forward-backward (the latter for long sequences).
+          topology: "ergodic" (uniform start/transitions, as hmmlearn) or "left_right"
+            (start in state 0, stay or advance; states initialised from time slices).
           seed: PRNG seed (initialisation and `sample`).
 
         Raises:
@@ -82,6 +85,9 @@ class HiddenMarkov:
             )
         if reg_covar < 0 or tol < 0:
             raise ValueError(f"reg_covar={reg_covar} and tol={tol} must be >= 0")
+        if topology not in ("ergodic", "left_right"):
+            raise ValueError(f"topology={topology!r}; use 'ergodic' or 'left_right'")
+        self.topology = topology
         self.n_states, self.n_mix, self.covariance_type = int(n_states), int(n_mix), covariance_type
         self.tol, self.reg_covar, self.max_iter = float(tol), float(reg_covar), int(max_iter)
         self.n_init, self.method, self.seed = int(n_init), method, int(seed)
@@ -92,7 +98,7 @@ class HiddenMarkov:
     def get_config(self) -> dict[str, Any]:
         """The JSON-able settings."""
         keys = ("n_states", "n_mix", "covariance_type", "tol", "reg_covar", "max_iter")
-        return {k: getattr(self, k) for k in keys + ("n_init", "method", "seed")}
+        return {k: getattr(self, k) for k in keys + ("n_init", "method", "topology", "seed")}
 
     def _fitted(self) -> dict[str, np.ndarray]:
         if self.params is None:
@@ -123,6 +129,7 @@ class HiddenMarkov:
         res = hmm_em.fit_many(
             keys, xs, mask, s=self.n_states, m=self.n_mix, cov_type=self.covariance_type,
             reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter, method=self.method,
+            topology=self.topology,
         )  # fmt: skip
         res = jax.device_get(res)
         singular = np.asarray(res.singular).any(axis=1)

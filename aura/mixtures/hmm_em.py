@@ -145,15 +145,35 @@ def init_params(
     m: int,
     cov_type: str,
     reg_covar: float,
+    topology: str = "ergodic",
 ) -> dict:
     """k-means (k-means++ + Lloyd) on all valid frames gives the state centers; each state's
     M mixture means are its center plus small jitter (a tenth of the within-state spread);
-    covariances start at the state's spread; start and transition probabilities uniform."""
+    covariances start at the state's spread.
+
+    ``topology="ergodic"``: uniform start and transition probabilities (as hmmlearn).
+    ``topology="left_right"``: start in state 0; each state stays (p = 1/2) or moves to the
+    next (the last one stays); the states are initialised from equal time slices of the
+    sequences instead of k-means. EM keeps the zero transitions at zero, so the chain stays
+    left-to-right (the usual model for handwriting and speech).
+    """
     b, t, d = x.shape
     frames, w = x.reshape(b * t, d), mask.reshape(b * t).astype(x.dtype)
     k1, k2 = jax.random.split(key)
-    centers = gmm_em.lloyd(frames, w, gmm_em.kmeans_plus_plus(k1, frames, w, s), 20)
-    resp = jax.nn.one_hot(jnp.argmin(gmm_em._sq_dist(frames, centers), axis=1), s, dtype=x.dtype)
+    if topology == "left_right":
+        lengths = jnp.sum(mask, axis=1, keepdims=True)  # [B, 1]
+        slot = jnp.minimum(jnp.arange(t)[None] * s // jnp.maximum(lengths, 1), s - 1)  # [B, T]
+        resp = jax.nn.one_hot(slot.reshape(b * t), s, dtype=x.dtype)
+        centers = (
+            (resp * w[:, None]).T
+            @ frames
+            / jnp.maximum(jnp.sum(resp * w[:, None], axis=0), 1e-12)[:, None]
+        )  # [S, D]
+    else:
+        centers = gmm_em.lloyd(frames, w, gmm_em.kmeans_plus_plus(k1, frames, w, s), 20)
+        resp = jax.nn.one_hot(
+            jnp.argmin(gmm_em._sq_dist(frames, centers), axis=1), s, dtype=x.dtype
+        )
     nk, _, var = gauss.weighted_moments(frames, resp * w[:, None], "diag", reg_covar)  # [S, D]
     spread = jnp.sqrt(jnp.maximum(var, reg_covar))
     jitter = 0.1 * spread[:, None] * jax.random.normal(k2, (s, m, d), x.dtype)
@@ -164,16 +184,25 @@ def init_params(
         cov = jnp.broadcast_to(var[:, None], (s, m, d))
     else:
         cov = jnp.broadcast_to(jnp.mean(var, axis=-1)[:, None], (s, m))
+    if topology == "left_right":
+        startprob = jnp.zeros((s,), x.dtype).at[0].set(1.0)
+        stay = jnp.eye(s, dtype=x.dtype) * 0.5 + jnp.eye(s, k=1, dtype=x.dtype) * 0.5
+        transmat = stay.at[s - 1, s - 1].set(1.0)
+    else:
+        startprob = jnp.full((s,), 1.0 / s, x.dtype)
+        transmat = jnp.full((s, s), 1.0 / s, x.dtype)
     return {
-        "startprob": jnp.full((s,), 1.0 / s, x.dtype),
-        "transmat": jnp.full((s, s), 1.0 / s, x.dtype),
+        "startprob": startprob,
+        "transmat": transmat,
         "weights": jnp.full((s, m), 1.0 / m, x.dtype),
         "means": means,
         "covariances": cov,
     }
 
 
-@functools.partial(jax.jit, static_argnames=("s", "m", "cov_type", "max_iter", "method"))
+@functools.partial(
+    jax.jit, static_argnames=("s", "m", "cov_type", "max_iter", "method", "topology")
+)
 def fit_many(
     keys: jax.Array,
     x: jax.Array,
@@ -186,11 +215,12 @@ def fit_many(
     tol: float,
     max_iter: int,
     method: str = "scan",
+    topology: str = "ergodic",
 ) -> FitResult:
     """Initialises and fits one HMM per key [I] under vmap (the n_init restarts)."""
 
     def one(key):
-        p0 = init_params(key, x, mask, s, m, cov_type, reg_covar)
+        p0 = init_params(key, x, mask, s, m, cov_type, reg_covar, topology)
         return baum_welch(
             x, mask, p0, cov_type=cov_type, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
             method=method,

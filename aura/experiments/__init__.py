@@ -1,0 +1,1 @@
+"""Experiments: one package per experiment (data wiring, steps, evaluation, records)."""
