@@ -56,6 +56,7 @@ class HiddenMarkov:
         method: str = "scan",
         topology: str = "ergodic",
         seed: int = 0,
+        params_init: dict | None = None,
     ) -> None:
         """Configures the model.
 
@@ -71,6 +72,8 @@ class HiddenMarkov:
           topology: "ergodic" (uniform start/transitions, as hmmlearn) or "left_right"
             (start in state 0, stay or advance; states initialised from time slices).
           seed: PRNG seed (initialisation and `sample`).
+          params_init: explicit initial parameters (all five arrays, see the module
+            docstring); they replace the k-means initialisation (and `n_init`).
 
         Raises:
           ValueError: a setting out of range.
@@ -88,6 +91,9 @@ class HiddenMarkov:
         if topology not in ("ergodic", "left_right"):
             raise ValueError(f"topology={topology!r}; use 'ergodic' or 'left_right'")
         self.topology = topology
+        if params_init is not None and set(params_init) != set(_ARRAYS):
+            raise ValueError(f"params_init needs exactly the arrays {_ARRAYS}")
+        self._init = params_init
         self.n_states, self.n_mix, self.covariance_type = int(n_states), int(n_mix), covariance_type
         self.tol, self.reg_covar, self.max_iter = float(tol), float(reg_covar), int(max_iter)
         self.n_init, self.method, self.seed = int(n_init), method, int(seed)
@@ -125,12 +131,16 @@ class HiddenMarkov:
           DataError: bad sequences, too few frames, or a degenerate covariance.
         """
         xs, mask, _ = self._padded(x, lengths, where, fitting=True)
-        keys = jax.random.split(jax.random.key(self.seed), self.n_init)
-        res = hmm_em.fit_many(
-            keys, xs, mask, s=self.n_states, m=self.n_mix, cov_type=self.covariance_type,
-            reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter, method=self.method,
-            topology=self.topology,
-        )  # fmt: skip
+        kw = dict(cov_type=self.covariance_type, reg_covar=self.reg_covar, tol=self.tol,
+                  max_iter=self.max_iter, method=self.method)  # fmt: skip
+        if self._init is not None:
+            p0 = {k: jnp.asarray(v, jnp.float32)[None] for k, v in self._init.items()}
+            res = jax.vmap(lambda p: hmm_em.baum_welch(xs, mask, p, **kw))(p0)
+        else:
+            keys = jax.random.split(jax.random.key(self.seed), self.n_init)
+            res = hmm_em.fit_many(
+                keys, xs, mask, s=self.n_states, m=self.n_mix, topology=self.topology, **kw
+            )
         res = jax.device_get(res)
         singular = np.asarray(res.singular).any(axis=1)
         lbs = np.where(singular, -np.inf, res.lower_bound)
