@@ -54,7 +54,6 @@ class Cerebrum:
         self.ids: list[str | None] = [None] * config.capacity
         self.legacy: dict[int, MM] = {}
         self._standardised = False
-        self._calls = 0
 
     # ------------------------------------------------------------------ features and ids
 
@@ -200,19 +199,36 @@ class Cerebrum:
 
     # ------------------------------------------------------------------ stream and scoring
 
-    def observe(self, data: Any) -> dict[str, Any]:
-        """One controller step on a batch; returns its metrics (``spawned``: new id or None)."""
+    def step_inputs(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(features [B, dim], legacy_ll [B, E])`` of a batch: the host-side inputs of the
+        pure step (`core.train_step`); a pure function of the batch for fixed legacy experts."""
         feats = self.features(data)
         self._fix_standardisation(feats)
-        legacy = self._legacy_ll(data, feats.shape[0])
-        key = jax.random.fold_in(jax.random.key(self.seed), self._calls)
-        self._calls += 1
-        self.state, m = core.train_step(self.config, self.state, feats, legacy, key)
+        return feats, self._legacy_ll(data, feats.shape[0])
+
+    def step_key(self, step: jax.Array) -> jax.Array:
+        """The PRNG key of controller step `step` (jit-safe)."""
+        return jax.random.fold_in(jax.random.key(self.seed), step)
+
+    def adopt(self, state: core.CerebrumState) -> list[str]:
+        """Takes a state produced by `core.train_step` and names its newly spawned adapters."""
+        self.state = state
+        kinds = np.asarray(state.kind)
+        new = []
+        for slot in np.flatnonzero(kinds == core.ADAPTER):
+            if self.ids[slot] is None:
+                self.ids[slot] = self._new_id("adapter")
+                new.append(self.ids[slot])
+        return new
+
+    def observe(self, data: Any) -> dict[str, Any]:
+        """One controller step on a batch; returns its metrics (``spawned``: new id or None)."""
+        feats, legacy = self.step_inputs(data)
+        key = self.step_key(self.state.step)
+        state, m = core.train_step(self.config, self.state, feats, legacy, key)
         m = {k: v.item() for k, v in jax.device_get(m).items()}
-        slot = int(m.pop("spawned"))
-        m["spawned"] = None
-        if slot >= 0:
-            m["spawned"] = self.ids[slot] = self._new_id("adapter")
+        new = self.adopt(state)
+        m["spawned"] = new[0] if new else None
         return m
 
     def score(self, data: Any) -> np.ndarray:
@@ -327,7 +343,6 @@ class Cerebrum:
             "seed": self.seed,
             "ids": self.ids,
             "standardised": self._standardised,
-            "calls": self._calls,
             "legacy": {str(s): m.manifest() for s, m in self.legacy.items()},
         }
         store.save_model_dir(path, arrays, manifest)
@@ -350,7 +365,7 @@ class Cerebrum:
             treedef, [jnp.asarray(g, w.dtype) for w, g in zip(want, got, strict=True)]
         )
         cer.ids = list(manifest["ids"])
-        cer._standardised, cer._calls = manifest["standardised"], manifest["calls"]
+        cer._standardised = manifest["standardised"]
         for s, entry in manifest["legacy"].items():
             cer.legacy[int(s)] = MM.from_parts(entry, arrays["legacy"][s])
         return cer

@@ -86,6 +86,37 @@ def _classifier(model: str, cfg: dict, x, y, xe, ye, lengths_e=None) -> float:
     return float(np.mean(classes[np.argmax(scores, axis=1)] == ye))
 
 
+def _load(kind: str, data, eval_data, eval_fraction: float, seed: int):
+    """(x, lengths, x_eval, lengths_eval, y, y_eval, source); lengths None for points, labels
+    None for files."""
+    y = ye = lengths = lengths_e = None
+    if data is None:
+        loader = data_lib.digit_points if kind == "points" else data_lib.digit_sequences
+        x, y, xe, ye = loader(seed=seed, eval_fraction=eval_fraction)
+        source = "embedded MNIST digits (8,000; aura/data/assets)"
+    else:
+        loaded = data_lib.load_file(data, kind)
+        x, lengths = (loaded, None) if kind == "points" else loaded
+        source = str(data)
+        if eval_data is not None:
+            loaded = data_lib.load_file(eval_data, kind)
+            xe, lengths_e = (loaded, None) if kind == "points" else loaded
+        else:
+            n = x.shape[0]
+            if n < 2:
+                raise DataError(f"{data}: need at least 2 samples to hold some out")
+            perm = np.random.default_rng(seed).permutation(n)
+            n_eval = max(1, int(round(n * eval_fraction)))
+            ev, tr = perm[:n_eval], perm[n_eval:]
+            xe, x = x[ev], x[tr]
+            if lengths is not None:
+                lengths_e, lengths = lengths[ev], lengths[tr]
+    if kind == "sequences":
+        lengths = np.full(x.shape[0], x.shape[1]) if lengths is None else lengths
+        lengths_e = np.full(xe.shape[0], xe.shape[1]) if lengths_e is None else lengths_e
+    return x, lengths, xe, lengths_e, y, ye, source
+
+
 def fit_mixture(
     model: str = "gmm",
     data: str | Path | None = None,
@@ -127,31 +158,7 @@ def fit_mixture(
     embedded = data is None
     cfg = model_config(model, n_components, n_mix, covariance, config, seed, embedded)
     kind = "points" if model == "gmm" else "sequences"
-    lengths = lengths_e = None
-    if embedded:
-        loader = data_lib.digit_points if kind == "points" else data_lib.digit_sequences
-        x, y, xe, ye = loader(seed=seed, eval_fraction=eval_fraction)
-        source = "embedded MNIST digits (8,000; aura/data/assets)"
-    else:
-        loaded = data_lib.load_file(data, kind)
-        x, lengths = (loaded, None) if kind == "points" else loaded
-        source = str(data)
-        if eval_data is not None:
-            loaded = data_lib.load_file(eval_data, kind)
-            xe, lengths_e = (loaded, None) if kind == "points" else loaded
-        else:
-            n = x.shape[0]
-            if n < 2:
-                raise DataError(f"{data}: need at least 2 samples to hold some out")
-            perm = np.random.default_rng(seed).permutation(n)
-            n_eval = max(1, int(round(n * eval_fraction)))
-            ev, tr = perm[:n_eval], perm[n_eval:]
-            xe, x = x[ev], x[tr]
-            if lengths is not None:
-                lengths_e, lengths = lengths[ev], lengths[tr]
-    if kind == "sequences":
-        lengths = np.full(x.shape[0], x.shape[1]) if lengths is None else lengths
-        lengths_e = np.full(xe.shape[0], xe.shape[1]) if lengths_e is None else lengths_e
+    x, lengths, xe, lengths_e, y, ye, source = _load(kind, data, eval_data, eval_fraction, seed)
     t0 = time.perf_counter()
     fitted = MM(model, cfg).fit(x if lengths is None else (x, lengths))
     fit_s = time.perf_counter() - t0

@@ -16,9 +16,10 @@ batch is novel for every expert. Reported:
   the same stream (scikit-learn is imported lazily; the field is None when it is absent);
 * a PNG timeline (``<workdir>/cerebrum_timeline.png``).
 
-The pieces are shaped for the shared training loop: `stream_batch(spec, step)` is a pure
-function of the step, the controller step (`aura.mixtures.cerebrum_core.train_step`) is pure
-over a state pytree, and `evaluate_regimes` reads the state only.
+The pieces are shaped for the shared training loop: `CerebrumStreamExperiment` has the
+loop's ``init_state`` / ``batch(step)`` (a pure function of the step) / ``train_step`` (the
+pure controller step over the state pytree) / ``after_step`` / ``evaluate``;
+`run_cerebrum_stream` drives it with a plain for-loop until the command moves onto the loop.
 
 Shapes: R regimes, B batch, D features.
 """
@@ -30,13 +31,16 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from aura.mixtures import cerebrum_core as core
 from aura.mixtures.cerebrum import Cerebrum, CerebrumConfig
 
 __all__ = [
+    "CerebrumStreamExperiment",
     "StreamSpec",
     "evaluate_regimes",
     "make_stream",
@@ -161,6 +165,61 @@ def _plot(path: Path, timeline: list[dict], spec: StreamSpec, spawns: list[dict]
     fig.savefig(path, dpi=110)
 
 
+class CerebrumStreamExperiment:
+    """The stream as an experiment of the shared training loop (aura.train.loop protocol).
+
+    State: the `CerebrumState` pytree. ``batch(step)`` -> ``(features [B, D], {"legacy_ll":
+    [B, E], "regime": int})``; ``train_step`` is `core.train_step` (jit-able, pure);
+    ``after_step`` names newly spawned adapters on the host; ``evaluate`` scores held-out data
+    of the regimes seen so far.
+    """
+
+    def __init__(self, spec: StreamSpec, cerebrum: Cerebrum) -> None:
+        self.spec, self.cer = spec, cerebrum
+
+    def init_state(self) -> core.CerebrumState:
+        return self.cer.state
+
+    def batch(self, step: int) -> tuple[np.ndarray, dict]:
+        x, regime = stream_batch(self.spec, step)
+        feats, legacy = self.cer.step_inputs(x)
+        return feats, {"legacy_ll": legacy, "regime": regime}
+
+    def train_step(self, state, data, extras):
+        key = self.cer.step_key(state.step)
+        return core.train_step(self.cer.config, state, data, extras["legacy_ll"], key)
+
+    def after_step(self, state, step: int, metrics: dict) -> core.CerebrumState:
+        metrics["spawned_ids"] = self.cer.adopt(state)
+        return state
+
+    def evaluate(self, state, step: int, train: dict) -> dict:
+        self.cer.adopt(state)
+        regime = min(step // self.spec.batches_per_regime, self.spec.n_regimes - 1)
+        ev = evaluate_regimes(self.cer, self.spec, regime)
+        return {f"ll_regime_{r}": v["ll"] for r, v in ev.items()}
+
+
+def _summary(cer: Cerebrum, spec: StreamSpec, spawns: list, ll_after: dict) -> dict[str, Any]:
+    final = evaluate_regimes(cer, spec, spec.n_regimes - 1)
+    regimes = range(spec.n_regimes)
+    owners = [final[r]["owner"] for r in regimes]
+    return {
+        "n_regimes": spec.n_regimes,
+        "steps": spec.total_steps,
+        "experts_final": len(cer.active_ids()),
+        "active_ids": cer.kinds(),
+        "spawn_events": spawns,
+        "ll_after_regime": [ll_after[r] for r in regimes],
+        "ll_final": [final[r]["ll"] for r in regimes],
+        "ll_oracle": [oracle_ll(spec, r) for r in regimes],
+        "forgetting": [ll_after[r] - final[r]["ll"] for r in regimes],
+        "routing_accuracy": float(np.mean([final[r]["accuracy"] for r in regimes])),
+        "regime_owner": owners,
+        "distinct_owners": len(set(owners)),
+    }
+
+
 def run_cerebrum_stream(
     workdir: str | Path | None = None,
     *,
@@ -202,37 +261,27 @@ def run_cerebrum_stream(
     if warm_start:
         warm = _draw(spec, 0, 1000, [3])
         cer.fit_and_add(warm, "gmm", {"n_components": 2, "covariance_type": "diag"}, "legacy_0")
+    exp = CerebrumStreamExperiment(spec, cer)
+    state = exp.init_state()
     timeline, spawns, ll_after = [], [], {}
-    for step in range(spec.total_steps):
-        x, regime = stream_batch(spec, step)
-        m = cer.observe(x)
+    for step in range(spec.total_steps):  # stand-in for the shared loop
+        data, extras = exp.batch(step)
+        state, metrics = exp.train_step(state, data, extras)
+        m = {k: v.item() for k, v in jax.device_get(metrics).items()}
+        state = exp.after_step(state, step, m)
+        regime = extras["regime"]
+        m["spawned"] = m.pop("spawned_ids")[0] if m["spawned"] >= 0 else None
         timeline.append({"step": step, "regime": regime, **m})
         if m["spawned"]:
             spawns.append(
                 {"step": step, "regime": regime, "id": m["spawned"], "active": m["active"]}
             )
         if (step + 1) % spec.batches_per_regime == 0:
-            ev = evaluate_regimes(cer, spec, regime)
-            ll_after[regime] = ev[regime]["ll"]
+            ll_after[regime] = exp.evaluate(state, step, m)[f"ll_regime_{regime}"]
             if log is not None:
                 ll = ll_after[regime]
                 log(f"regime {regime} done: {m['active']} experts, held-out ll {ll:.3f}")
-    final = evaluate_regimes(cer, spec, spec.n_regimes - 1)
-    owners = [final[r]["owner"] for r in range(spec.n_regimes)]
-    record: dict[str, Any] = {
-        "n_regimes": spec.n_regimes,
-        "steps": spec.total_steps,
-        "experts_final": len(cer.active_ids()),
-        "active_ids": cer.kinds(),
-        "spawn_events": spawns,
-        "ll_after_regime": [ll_after[r] for r in range(spec.n_regimes)],
-        "ll_final": [final[r]["ll"] for r in range(spec.n_regimes)],
-        "ll_oracle": [oracle_ll(spec, r) for r in range(spec.n_regimes)],
-        "forgetting": [ll_after[r] - final[r]["ll"] for r in range(spec.n_regimes)],
-        "routing_accuracy": float(np.mean([final[r]["accuracy"] for r in range(spec.n_regimes)])),
-        "regime_owner": owners,
-        "distinct_owners": len(set(owners)),
-    }
+    record = _summary(cer, spec, spawns, ll_after)
     record["stream_s"] = time.perf_counter() - t0
     record["dp_gmm_components"] = _dp_gmm_components(spec, capacity, seed) if dp_gmm else None
     record["wall_s"] = time.perf_counter() - t0
