@@ -160,7 +160,10 @@ def fit_mixture(
     kind = "points" if model == "gmm" else "sequences"
     x, lengths, xe, lengths_e, y, ye, source = _load(kind, data, eval_data, eval_fraction, seed)
     t0 = time.perf_counter()
-    fitted = MM(model, cfg).fit(x if lengths is None else (x, lengths))
+    try:
+        fitted = MM(model, cfg).fit(x if lengths is None else (x, lengths))
+    except DataError as e:  # name the file: the model only knows its data as "data"
+        raise DataError(f"{source}: {str(e).removeprefix('data: ')}") from e
     fit_s = time.perf_counter() - t0
     train, ev = _ll(fitted, x, lengths), _ll(fitted, xe, lengths_e)
     record: dict[str, Any] = {

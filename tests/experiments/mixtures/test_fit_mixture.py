@@ -65,8 +65,13 @@ def test_bad_files_raise_data_errors(tmp_path):
     flat = _points()
     flat[:, 2] = 3.0
     np.save(tmp_path / "const.npy", flat)
-    with pytest.raises(DataError, match="feature 2 is constant"):
+    with pytest.raises(DataError, match=r"const\.npy: feature 2 is constant"):
         fit_mixture("gmm", tmp_path / "const.npy", n_components=2, config={"reg_covar": 0.0})
+    rank2 = np.repeat(_points()[:2], 30, axis=0)
+    rank2[:, 2] = np.arange(60)  # no constant feature, but only rank 2 in 3-D
+    np.save(tmp_path / "singular.npy", rank2)
+    with pytest.raises(DataError, match=r"singular\.npy: fitting failed: .* singular"):
+        fit_mixture("gmm", tmp_path / "singular.npy", n_components=2, config={"reg_covar": 0.0})
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,x\n")
     with pytest.raises(DataError, match=r"bad\.csv:3: non-numeric"):
         load_file(tmp_path / "bad.csv")
