@@ -119,10 +119,16 @@ def load_file(path: str | os.PathLike[str], kind: str = "points"):
 
 
 def pca_fit(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and top-k principal directions [D, P] of x [N, D] (by SVD)."""
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:k].T
+    """Mean [D] and top-k principal directions [D, P] of x [N, D].
+
+    From the eigendecomposition of the D x D covariance (in float64): for N >> D about ten
+    times faster than an SVD of the data matrix.
+    """
+    mean = x.mean(axis=0, dtype=np.float64)
+    centered = x - mean
+    cov = centered.T.astype(np.float64) @ centered / max(len(x) - 1, 1)  # [D, D]
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    return mean.astype(np.float32), vecs[:, ::-1][:, :k].astype(np.float32)
 
 
 def _digits(seed: int, eval_fraction: float):
