@@ -27,33 +27,46 @@ def _data(seed=0, n_seq=40):
     return x, lengths
 
 
-def _fitted_ref(ct, n_mix, x, lengths):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if n_mix == 1:
-            ref = hmm_lib.GaussianHMM(3, covariance_type=ct, n_iter=5, random_state=0)
-            ref.fit(x, lengths)
-            cov = {"full": ref.covars_, "diag": ref._covars_, "spherical": ref._covars_}[ct]
-            cov = cov[:, 0] if ct == "spherical" and cov.ndim == 2 else cov
-            arrays = (np.ones((3, 1)), ref.means_[:, None], cov[:, None])
-        else:
-            ref = hmm_lib.GMMHMM(3, n_mix, covariance_type=ct, n_iter=5, random_state=0)
-            ref.fit(x, lengths)
-            arrays = (ref.weights_, ref.means_, ref.covars_)
-    hm = HiddenMarkov(3, n_mix, covariance_type=ct)
-    hm.params = {
-        k: np.asarray(v, np.float32)
-        for k, v in zip(
-            ("startprob", "transmat", "weights", "means", "covariances"),
-            (ref.startprob_, ref.transmat_) + arrays,
-            strict=True,
-        )
+def _random_params(ct, n_mix, seed=0, s=3, d=2):
+    """Valid random HMM parameters (no fitting needed to compare at fixed parameters)."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.2, 1.0, (s, d, d))
+    full = a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(d)  # [S, D, D] positive definite
+    cov = {
+        "full": full,
+        "diag": rng.uniform(0.3, 2.0, (s, d)),
+        "spherical": rng.uniform(0.3, 2.0, s),
     }
+    covs = np.stack([cov[ct]] * n_mix, axis=1) * rng.uniform(
+        0.7, 1.3, (s, n_mix) + (1,) * (cov[ct].ndim - 1)
+    )
+    return {
+        "startprob": START, "transmat": TRANS,
+        "weights": rng.dirichlet(np.ones(n_mix), size=s),
+        "means": MEANS[:, None] + rng.normal(size=(s, n_mix, d)) * 0.7,
+        "covariances": covs,
+    }  # fmt: skip
+
+
+def _fitted_ref(ct, n_mix, x, lengths):
+    p = _random_params(ct, n_mix)
+    if n_mix == 1:
+        ref = hmm_lib.GaussianHMM(3, covariance_type=ct, init_params="")
+        ref.means_ = p["means"][:, 0]
+        ref.covars_ = p["covariances"][:, 0]
+    else:
+        ref = hmm_lib.GMMHMM(3, n_mix, covariance_type=ct, init_params="")
+        ref.weights_, ref.means_, ref.covars_ = p["weights"], p["means"], p["covariances"]
+    ref.startprob_, ref.transmat_ = p["startprob"], p["transmat"]
+    ref.n_features = x.shape[1]
+    hm = HiddenMarkov(3, n_mix, covariance_type=ct)
+    hm.params = {k: np.asarray(v, np.float32) for k, v in p.items()}
     return ref, hm
 
 
 @pytest.mark.parametrize(
-    "ct,n_mix", [("diag", 1), ("full", 1), ("spherical", 1), ("diag", 2), ("full", 2)]
+    "ct,n_mix",
+    [("diag", 1), ("full", 1), ("spherical", 1), ("diag", 2), ("full", 2), ("spherical", 2)],
 )
 def test_matches_hmmlearn_at_fixed_params(ct, n_mix):
     x, lengths = _data()
