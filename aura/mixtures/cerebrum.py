@@ -33,7 +33,7 @@ from aura.data.errors import DataError
 from aura.mixtures import cerebrum_core as core
 from aura.mixtures import store
 from aura.mixtures.manager import MM, check_id
-from aura.mixtures.registry import split_sequences
+from aura.mixtures.registry import get_model_type, split_sequences
 from aura.mixtures.validate import as_points, as_sequences
 
 __all__ = ["Cerebrum", "CerebrumConfig"]
@@ -137,6 +137,12 @@ class Cerebrum:
           ValueError: no calibration given, a duplicate id, or no free slot.
         """
         model._fitted()
+        if model.spec.sequence_data != (self.data_kind == "sequences"):
+            kind = "sequences" if model.spec.sequence_data else "points"
+            raise ValueError(
+                f"a {model.model_type!r} model works on {kind}, but this Cerebrum's experts "
+                f"see {self.data_kind}; build a Cerebrum with data_kind={kind!r}"
+            )
         if threshold is None and calibration_data is not None:
             ll = model.score_samples(calibration_data)
             threshold = float(np.quantile(ll, self.config.novelty_quantile))
@@ -173,6 +179,11 @@ class Cerebrum:
         holdout: float = 0.2,
     ) -> str:
         """Fits a `model_type` expert on data (80%) and calibrates it on the rest (20%)."""
+        if get_model_type(model_type).sequence_data != (self.data_kind == "sequences"):
+            raise ValueError(
+                f"model_type {model_type!r} does not fit this Cerebrum's {self.data_kind} "
+                "(gmm: points; hmm, mmm: sequences)"
+            )
         x, lengths = split_sequences(data) if self.data_kind == "sequences" else (data, None)
         x = np.asarray(x)
         n = x.shape[0] if lengths is None or x.ndim == 3 else len(lengths)

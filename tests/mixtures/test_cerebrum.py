@@ -105,6 +105,8 @@ def test_bad_inputs():
         cer.add_model(mm, calibration_data=x)
     with pytest.raises(ValueError, match="no expert 'nope'"):
         cer.export_model("nope")
+    with pytest.raises(ValueError, match="does not fit this Cerebrum's points"):
+        Cerebrum(CerebrumConfig(dim=D, capacity=2)).fit_and_add(x, "hmm")
     with pytest.raises(ValueError, match="top_k"):
         CerebrumConfig(dim=2, capacity=2, top_k=0)
 
