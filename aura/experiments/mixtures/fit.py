@@ -18,7 +18,6 @@ import numpy as np
 
 from aura.data.errors import DataError
 from aura.experiments.mixtures import data as data_lib
-from aura.mixtures import mmm as _mmm  # noqa: F401  (registers the "mmm" model type)
 from aura.mixtures.manager import MM
 
 __all__ = ["MODELS", "fit_mixture", "model_config"]
