@@ -139,6 +139,7 @@ def adapter_log_prob(state: CerebrumState, x: jax.Array) -> jax.Array:
     return ll - jnp.sum(jnp.log(state.feat_std))
 
 
+@jax.jit
 def expert_log_prob(state: CerebrumState, x: jax.Array, legacy_ll: jax.Array) -> jax.Array:
     """[B, E] log-likelihood per slot; -inf for empty slots."""
     ll = jnp.where(state.kind == LEGACY, legacy_ll, adapter_log_prob(state, x))
@@ -178,6 +179,7 @@ def gate_probs(state: CerebrumState, x: jax.Array, ll: jax.Array) -> jax.Array:
     return jax.nn.softmax(gate_logits(state, state.gate, standardize(state, x), ll), axis=-1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def mixture_log_prob(
     cfg: CerebrumConfig, state: CerebrumState, x: jax.Array, legacy_ll: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -18,6 +18,9 @@ latent gate vectors pred/recog/gen/reg (each gates latent dims through a sigmoid
   two heads use different latent dims;
 * ``Rule(name, label, "match", other=label2, reward)``: reward * mean((gate1 - gate2)^2).
 
+Rule sets are tuples (static arguments of a jitted loss), edited with `add_rule`,
+`remove_rule` and `check_rule` (the original API's names).
+
 Heads: `predict` (next frame from the HMM-filtered state), `recognize` (Viterbi state path,
 LSTM state posteriors and a gated sequence embedding), `generate` (sample the latent HMM and
 decode), and with ``vocab_size > 0`` `regression` (plan latent -> DDPM refinement -> top-p
@@ -71,6 +74,22 @@ class Rule:
             raise ValueError(f"rule {self.name!r}: kind {self.kind!r} needs another label")
         if self.reward < 0 or not 0.0 <= self.target <= 1.0:
             raise ValueError(f"rule {self.name!r}: reward >= 0 and target in [0, 1] required")
+
+
+def add_rule(rules: tuple[Rule, ...], rule: Rule) -> tuple[Rule, ...]:
+    """A new rule set with `rule` added (replacing a rule of the same name). Rule sets are
+    tuples: static, hashable arguments of a jitted loss."""
+    return tuple(r for r in rules if r.name != rule.name) + (rule,)
+
+
+def remove_rule(rules: tuple[Rule, ...], name: str) -> tuple[Rule, ...]:
+    """The rule set without the rule called `name` (unchanged if absent)."""
+    return tuple(r for r in rules if r.name != name)
+
+
+def check_rule(rules: tuple[Rule, ...], name: str) -> Rule | None:
+    """The rule called `name`, or None."""
+    return next((r for r in rules if r.name == name), None)
 
 
 def rules_loss(params: dict, rules: tuple[Rule, ...]) -> jax.Array:

@@ -100,6 +100,12 @@ def test_rules_mean_matches_disjoint_and_validation():
     grads = jax.grad(lambda p: mmt.rules_loss(p, disjoint))(params)
     after = float(mmt.rules_loss(jax.tree.map(lambda p, g: p - 5.0 * g, params, grads), disjoint))
     assert after < before
+    book = mmt.add_rule(mmt.add_rule((), match), disjoint[0])
+    book = mmt.add_rule(book, mmt.Rule("same", "pred", "match", other="reg", reward=1.0))
+    assert [r.name for r in book] == ["split", "same"] and mmt.check_rule(
+        book, "same"
+    ).other == "reg"
+    assert mmt.check_rule(mmt.remove_rule(book, "same"), "same") is None
     with pytest.raises(ValueError, match="labels must be in"):
         mmt.Rule("x", "foo")
     with pytest.raises(ValueError, match="needs another label"):
