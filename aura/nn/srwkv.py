@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aura.nn.spiking import LIF, spike_fn
-from aura.nn.wkv import EMPTY_P, WKV_IMPLS, WKVState, wkv
+from aura.nn.wkv import DEFAULT_CHUNK, EMPTY_P, WKV_IMPLS, WKVState, wkv
 
 
 class SRWKVState(NamedTuple):
@@ -85,7 +85,8 @@ class TimeMix(nn.Module):
     dim: int
     layer_id: int
     num_layers: int
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -120,7 +121,7 @@ class TimeMix(nn.Module):
         v = dense("value")(mixed(mix_v))
         r = dense("receptance")(mixed(mix_r))
         w = -jnp.exp(decay_raw.astype(jnp.float32))  # [D], < 0: per-step decay exp(w) < 1
-        y, state = wkv(w, bonus, k, v, state, self.wkv_impl)  # [B, T, D] float32
+        y, state = wkv(w, bonus, k, v, state, self.wkv_impl, self.wkv_chunk)  # [B, T, D] float32
         out = dense("output")(jax.nn.sigmoid(r) * y.astype(self.dtype))
         return out, h[:, -1], state
 
@@ -163,7 +164,8 @@ class SRWKVBlock(nn.Module):
     lif_threshold: float = 1.0
     surrogate: str = "arctan"
     surrogate_scale: float | None = None
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -195,9 +197,9 @@ class SRWKVBlock(nn.Module):
             param_dtype=self.param_dtype,
         )
         h = ln("ln1")(x)
-        att, shift_att, wkv_state = TimeMix(wkv_impl=self.wkv_impl, name="att", **common)(
-            h, shift_att, WKVState(a, b, p)
-        )
+        att, shift_att, wkv_state = TimeMix(
+            wkv_impl=self.wkv_impl, wkv_chunk=self.wkv_chunk, name="att", **common
+        )(h, shift_att, WKVState(a, b, p))
         att, mem_att = self._spikes(att, mem_att, "lif_att")
         x = x + att.astype(x.dtype)
         h = ln("ln2")(x)
@@ -219,7 +221,9 @@ class SRWKV(nn.Module):
       lif_beta: LIF membrane decay in [0, 1) (0.5 = spikingjelly tau 2, as in SpikeGPT).
       lif_threshold: LIF threshold (> 0).
       surrogate, surrogate_scale: spike surrogate (see `aura.nn.spiking.spike_fn`).
-      wkv_impl: "scan" (lax.scan, default) or "assoc" (associative scan) for sequences.
+      wkv_impl: "auto" (default: "scan" on CPU, "chunked" on GPU/TPU), "scan", "assoc" or
+        "chunked" (`aura.nn.wkv`) for sequences; a single token always takes the recurrent step.
+      wkv_chunk: tokens per chunk of the "chunked" WKV (>= 1).
       final_norm: apply a LayerNorm to the output.
       dtype: computation dtype (the WKV always runs in float32).
       param_dtype: parameter dtype.
@@ -233,7 +237,8 @@ class SRWKV(nn.Module):
     lif_threshold: float = 1.0
     surrogate: str = "arctan"
     surrogate_scale: float | None = None
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     final_norm: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -252,6 +257,9 @@ class SRWKV(nn.Module):
             )
         if self.wkv_impl not in WKV_IMPLS:
             raise ValueError(f"unknown wkv_impl {self.wkv_impl!r}; valid: {', '.join(WKV_IMPLS)}")
+        chunk = self.wkv_chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"SRWKV wkv_chunk must be an int >= 1, got {chunk!r}")
         if not 0.0 <= self.lif_beta < 1.0:
             raise ValueError(f"lif_beta must be in [0, 1), got {self.lif_beta}")
         if not self.lif_threshold > 0:
@@ -274,6 +282,7 @@ class SRWKV(nn.Module):
                 surrogate=self.surrogate,
                 surrogate_scale=self.surrogate_scale,
                 wkv_impl=self.wkv_impl,
+                wkv_chunk=self.wkv_chunk,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
             )
