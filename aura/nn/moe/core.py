@@ -53,9 +53,11 @@ class LiquidMoE(nn.Module):
       group_count: G > 1 enables hierarchical group gating; must divide E.
       expert_kind: "mlp" or "conv1d".
       conv_channels, conv_kernel: Conv1D expert channels H and kernel width W.
-      dispatch: "auto" | "capacity" | "ragged" | "dense" (reference; compute every expert).
-        "auto" is "ragged" on GPU/TPU (also per device under a mesh whose expert axis is 1)
-        and "capacity" elsewhere; with expert parallelism "auto" keeps the capacity
+      dispatch: "auto" | "capacity" | "blocked" | "ragged" | "dense" (reference; compute every
+        expert). "auto" is "ragged" on GPU/TPU (also per device under a mesh whose expert axis
+        is 1) and "capacity" elsewhere, or "blocked" where that computes at most 3/4 of the
+        capacity buffer's rows (``dispatch.prefer_blocked``); under a mesh the blocked mode
+        falls back to the capacity buffer; with expert parallelism "auto" keeps the capacity
         all-to-all and "ragged" selects the dropless ragged all-to-all.
       capacity_factor: capacity dispatch buffer size per expert, relative to a perfect balance.
       dtype: compute dtype of the experts (the router always computes in f32).
@@ -154,6 +156,10 @@ class LiquidMoE(nn.Module):
         freeze = controls.freeze_mask
         mode = dispatch_lib.resolve_mode(self.dispatch)
         E = self.num_experts
+        pairs = x2.shape[0] * self.top_k
+        auto_cpu = self.dispatch == "auto" and mode == "capacity"
+        if auto_cpu and dispatch_lib.prefer_blocked(pairs, E, self.capacity_factor):
+            mode = "blocked"
         mesh = None
         if mode != "dense":
             mesh = parallel.dispatch_mesh(self.expert_axis, x2.shape[0], E)
@@ -171,6 +177,11 @@ class LiquidMoE(nn.Module):
                 lambda xb: self.experts.batched(xb, freeze),
                 E,
                 self.capacity_factor,
+            )
+        elif mode == "blocked":
+            params, run = self.experts.batched_parts(freeze)
+            y, stats = dispatch_lib.blocked_dispatch(
+                x2, r.indices, r.weights, r.valid, params, run, E, self.capacity_factor
             )
         elif mode == "ragged":
             y, stats = dispatch_lib.ragged_dispatch(
@@ -213,7 +224,7 @@ class LiquidMoE(nn.Module):
                 *route, params, run, E, mesh, self.expert_axis
             )
             return y, none_dropped
-        params, run = self.experts.batched_parts(freeze)
+        params, run = self.experts.batched_parts(freeze)  # "capacity", "blocked", "auto"
         return parallel.expert_parallel_dispatch(
             *route, params, run, E, self.capacity_factor, mesh, self.expert_axis
         )
