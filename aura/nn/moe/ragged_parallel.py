@@ -39,8 +39,17 @@ def native_ragged_all_to_all() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
 
 
-def ragged_all_to_all_dense(operand, output, input_offsets, send_sizes, output_offsets,
-                            recv_sizes, *, axis_name: str, axis_size: int):  # fmt: skip
+def ragged_all_to_all_dense(
+    operand: jax.Array,
+    output: jax.Array,
+    input_offsets: jax.Array,
+    send_sizes: jax.Array,
+    output_offsets: jax.Array,
+    recv_sizes: jax.Array,
+    *,
+    axis_name: str,
+    axis_size: int,
+) -> jax.Array:
     """``jax.lax.ragged_all_to_all`` emulated with a dense, padded ``all_to_all``.
 
     Every slice is padded to the operand's length M, exchanged as an [S, M, ...] block
