@@ -154,5 +154,5 @@ def ragged_expert_parallel_dispatch(
         mesh=mesh,
         in_specs=(tok, tok, tok, tok, P(expert_axis)),
         out_specs=tok,
-        check_vma=False,
+        check_vma=True,
     )(x, indices, weights, valid, params)
