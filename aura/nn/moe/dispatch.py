@@ -3,7 +3,7 @@
 Shapes: N tokens, K top-k, P = K·N (token, choice) pairs, E experts, C capacity per expert,
 D input width, O output width, G rows per block and Q blocks (``"blocked"``).
 
-Two paths behind one interface (:func:`dispatch`), picked by backend or config:
+Three paths behind one interface (``LiquidMoE.dispatch``), picked by backend or config:
 
 * ``"capacity"`` (default on CPU): pairs are numbered k-major (every token's first choice
   before any second choice) and placed into a static ``[E, C, D]`` buffer at their rank within
@@ -23,9 +23,11 @@ Two paths behind one interface (:func:`dispatch`), picked by backend or config:
   ``jax.lax.ragged_dot`` (a grouped matmul, megablox-style) — dropless. On the CPU backend
   ragged_dot is not a grouped kernel (about 18x slower here), hence the capacity default.
 
-With a device mesh whose expert axis is larger than 1, ``LiquidMoE`` sends the pairs to the
-devices holding their experts instead (``parallel.py``: ``shard_map`` + all-to-all), reusing
-:func:`pack` for the per-destination buffers and :func:`capacity_dispatch` on each device.
+Under a device mesh ``LiquidMoE`` dispatches per device (``parallel.py``: ``shard_map``): with
+the expert axis 1, the ragged path per device (GPU/TPU) or the capacity buffer; with an expert
+axis larger than 1 the pairs travel to the devices holding their experts, through
+per-destination capacity buffers (:func:`pack`) and a dense all-to-all, or dropless through a
+ragged all-to-all (``ragged_parallel.py``, ``dispatch="ragged"``).
 
 The compute-every-expert reference lives in ``reference.py``; tests hold every path to it.
 """
