@@ -58,6 +58,9 @@ def test_bench_lm_quick_writes_json(tmp_path):
         assert len(row["losses"]) == steps and len(row["samples_s"]) == res["config"]["demo_steps"]
         assert row["flops"] > 0 and 0 < row["mfu"] < 1
     assert adapter["new"]["max_abs_loss_diff_vs_old"] < 1e-3
+    # the adapter config reaches the model: the default variant and the --demo_extra one
+    assert adapter["new"]["config"]["wkv_impl"] == "auto"
+    assert adapter["new_wkv_impl=chunked"]["config"]["wkv_impl"] == "chunked"
     for t in res["config"]["train_lens"]:
         assert 0 < res["train"]["srwkv"][str(t)]["mfu"] < 1
     # bpc is the NLL in bits over the characters the scored ids decode to.
