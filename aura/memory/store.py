@@ -189,7 +189,9 @@ class EpisodicStore(MemoryDB):
             rows.update((r[0], r) for r in self._conn.execute(q, part))
         return [Episode.from_row(rows[int(i)]) for i in ids if int(i) in rows]
 
-    def links(self, ids: Sequence[int], *, newer: bool = True) -> dict[int, list[tuple[int, float]]]:
+    def links(
+        self, ids: Sequence[int], *, newer: bool = True
+    ) -> dict[int, list[tuple[int, float]]]:
         """Supersession links of episodes: ``{id: [(other id, score)]}`` where the other episode
         supersedes it (``newer=True``: its successors) or is superseded by it (its predecessors)."""
         me, other = ("old_id", "new_id") if newer else ("new_id", "old_id")
