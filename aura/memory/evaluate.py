@@ -127,6 +127,7 @@ def _fill_with_wm(store, d, emb, times, cfg: EvalConfig) -> tuple[list[int], Wor
     wm = WorkingMemory(cfg.wm_capacity, tau_s=cfg.wm_tau_s, on_evict=evict)
     ids = []
     index = HippocampalIndex(store) if cfg.links is not None else None
+    linked = 0
     for i, t in enumerate(d.turns):
         ids.append(
             store.add(
@@ -138,8 +139,9 @@ def _fill_with_wm(store, d, emb, times, cfg: EvalConfig) -> tuple[list[int], Wor
                 event_time=float(times[i]),
             )
         )
-        if index is not None:
-            link_new(store, index, ids[-1:], cfg.links)
+        if index is not None and (len(ids) - linked == 50 or i == len(d.turns) - 1):
+            link_new(store, index, ids[linked:], cfg.links)  # in blocks of 50, as `_fill` does
+            linked = len(ids)
         if t.speaker != "assistant" and len(wm):
             wm.recall(emb[i], cfg.wm_rehearse, float(times[i]))  # rehearsal refreshes them
         wm.add(WMItem(t.text, emb[i], episode_id=ids[-1]), float(times[i]))

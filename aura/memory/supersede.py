@@ -65,13 +65,15 @@ def find_links(
     if not new:
         return []
     vecs = np.stack([e.embedding for e in new])  # [B, D]
-    slots, cos = index.dense_candidates(vecs, config.candidates, index.store.clock())
+    # the batch's own later episodes are among the neighbours too: ask for that many more
+    wanted = config.candidates + len(new) - 1
+    slots, cos = index.dense_candidates(vecs, wanted, index.store.clock())
     older = {}
-    for e, row, c in zip(new, slots, cos, strict=True):
-        keep = (row >= 0) & (c >= config.min_cos)
+    for e, row, cs in zip(new, slots, cos, strict=True):
+        keep = (row >= 0) & (cs >= config.min_cos) & (index.ids[np.maximum(row, 0)] < e.id)
         older[e.id] = [
-            (int(index.ids[s]), float(x)) for s, x in zip(row[keep], c[keep], strict=True)
-        ]
+            (int(index.ids[s]), float(x)) for s, x in zip(row[keep], cs[keep], strict=True)
+        ][: config.candidates]
     want = sorted({i for pairs in older.values() for i, _ in pairs})
     known = {e.id: e for e in index.store.get(want)}
     links = []

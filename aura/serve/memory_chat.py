@@ -54,8 +54,8 @@ class MemoryChat:
       k: stored memories recalled per turn.
       wm_k: extra working-memory items recalled per turn.
       gain: strength of the gate-derived routing bias.
-      out: where command output and replies go.
-      err: where notices go.
+      out: where command output and replies go (default: the current sys.stdout).
+      err: where notices go (default: the current sys.stderr).
     """
 
     def __init__(
@@ -66,17 +66,25 @@ class MemoryChat:
         k: int = 5,
         wm_k: int = 2,
         gain: float = 1.0,
-        out: TextIO = sys.stdout,
-        err: TextIO = sys.stderr,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
     ):
         if k < 1 or wm_k < 0:
             raise ValueError(f"memory k={k} must be >= 1 and wm_k={wm_k} >= 0")
         self.chat, self.memory, self.k, self.wm_k = chat, memory, k, wm_k
-        self.out, self.err = out, err
+        self._out, self._err = out, err
         self.head = MemoryGateHead(
             chat.model, chat.params, thalamus=chat.heads.get("thalamus"), gain=gain
         )
         self.last: dict[str, Any] = {}
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout
+
+    @property
+    def err(self) -> TextIO:
+        return self._err or sys.stderr
 
     @classmethod
     def open(

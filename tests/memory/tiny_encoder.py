@@ -17,10 +17,45 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from tokenizers.processors import TemplateProcessing
 
-WORDS = (
-    "the a is in of to and what where who my i you it spare key under blue pot lives lisbon "
-    "porto moved mara tomas sister cat dog name called tea coffee remember forget hello ok yes"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "is",
+    "in",
+    "of",
+    "to",
+    "and",
+    "what",
+    "where",
+    "who",
+    "my",
+    "i",
+    "you",
+    "it",
+    "spare",
+    "key",
+    "under",
+    "blue",
+    "pot",
+    "lives",
+    "lisbon",
+    "porto",
+    "moved",
+    "mara",
+    "tomas",
+    "sister",
+    "cat",
+    "dog",
+    "name",
+    "called",
+    "tea",
+    "coffee",
+    "remember",
+    "forget",
+    "hello",
+    "ok",
+    "yes",
+]
 
 
 def make_tiny_encoder(path, dim: int = 32, seed: int = 0) -> pathlib.Path:
