@@ -34,7 +34,7 @@ import sys
 from absl import flags
 
 from aura.commands.common import fail, guarded, validated
-from aura.serve.chat import Chat
+from aura.serve.chat import Chat, clean_text, validate_sampling
 from aura.serve.memory_chat import MemoryChat
 
 FLAGS = flags.FLAGS
@@ -44,9 +44,9 @@ flags.DEFINE_string("ckpt_root", None, "zone checkpoints (pretrain_zones): compo
 flags.DEFINE_string("prompt", None, "one prompt; without it, an interactive session")
 flags.DEFINE_integer("max_len", 256, "longest prompt kept (cut from the left)")
 flags.DEFINE_integer("gen_len", 64, "tokens to generate at most")
-flags.DEFINE_float("temperature", 1.0, "sampling temperature (0: greedy; wins over the heads)")
+flags.DEFINE_float("temperature", 1.0, "sampling temperature >= 0 (0: greedy; wins over heads)")
 flags.DEFINE_integer("top_k", 0, "keep the k most likely tokens (0: off)")
-flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass (1: off)")
+flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass in (0, 1] (1: off)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_string("memory_db", None, "long-term memory file (SQLite): remember across sessions")
 flags.DEFINE_string("session", "default", "conversation name stored with each turn")
@@ -55,10 +55,32 @@ flags.DEFINE_integer("memory_k", 5, "memories recalled before each reply")
 flags.DEFINE_boolean("json", False, "with --prompt: print one JSON object (reply, memories)")
 
 
+def _lines():
+    """Prompts read from stdin (bad UTF-8 replaced and counted); ends on EOF or a closed stdin."""
+    if sys.stdin is None or sys.stdin.closed:
+        print("stdin is closed: nothing to read", file=sys.stderr)
+        return
+    sys.stdin.reconfigure(errors="surrogateescape")
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, OSError, RuntimeError):  # EOF, or stdin lost mid-session
+            return
+        yield line
+
+
+def _clean(text: str) -> str:
+    text, bad = clean_text(text)
+    if bad:
+        print(f"[{bad} bytes that are not UTF-8 replaced]", file=sys.stderr)
+    return text
+
+
 def main(argv):
     del argv
-    if FLAGS.gen_len < 1 or FLAGS.max_len < 4:
-        fail(f"--gen_len={FLAGS.gen_len} must be >= 1 and --max_len={FLAGS.max_len} >= 4")
+    temperature = FLAGS.temperature if FLAGS["temperature"].present else None
+    validated(lambda: validate_sampling(
+        FLAGS.gen_len, FLAGS.max_len, temperature, FLAGS.top_k, FLAGS.top_p))  # fmt: skip
     if FLAGS.json and FLAGS.prompt is None:
         fail("--json prints one reply: give --prompt too")
     chat = guarded(lambda: Chat(FLAGS.ckpt, FLAGS.spm_model, ckpt_root=FLAGS.ckpt_root))
@@ -79,25 +101,19 @@ def main(argv):
         interactive = chat.answer
     try:
         if FLAGS.prompt is not None:
-            result = guarded(functools.partial(say, FLAGS.prompt, seed=FLAGS.seed, **opts))
+            result = guarded(functools.partial(say, _clean(FLAGS.prompt), seed=FLAGS.seed, **opts))
             if FLAGS.json:
                 print(json.dumps(result), flush=True)
             return
         print("AURA chat: type a prompt, Ctrl-D or Ctrl-C to quit.", file=sys.stderr)
-        for turn, line in enumerate(_lines()):
-            guarded(functools.partial(interactive, line, seed=FLAGS.seed + turn, **opts))
+        try:
+            for turn, line in enumerate(_lines()):
+                if line.strip():
+                    guarded(functools.partial(
+                        interactive, _clean(line), seed=FLAGS.seed + turn, **opts))  # fmt: skip
+        except KeyboardInterrupt:
+            pass
         print("bye", file=sys.stderr)
     finally:
         if bot is not None:
             guarded(bot.close)
-
-
-def _lines():
-    """Non-empty input lines until EOF or Ctrl-C (a "> " prompt only on a terminal)."""
-    try:
-        while True:
-            line = input("> " if sys.stdin.isatty() else "")
-            if line.strip():
-                yield line
-    except (EOFError, KeyboardInterrupt):
-        return
