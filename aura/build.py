@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
     "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
+    "memory_eval": ("aura.commands.memory_eval", "long-term memory benchmark: recall per policy"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

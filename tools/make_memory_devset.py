@@ -7,6 +7,9 @@ The committed development set was made with:
 and the held-out-style sanity set (other templates, names and seed; not tuned on) with:
 
     python tools/make_memory_devset.py --variant heldout --seed 1 --out /tmp/memory_heldout.jsonl
+
+The common-word list that tells sentence openers from names (`aura.memory.supersede`) was made
+with ``--common_words aura/memory/assets/common_words.txt`` (the stdlib's docstrings).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aura.memory.devset import VARIANTS, generate  # noqa: E402
+from aura.memory.devset import VARIANTS, common_words, generate  # noqa: E402
 from aura.memory.dialogues import write_dialogues  # noqa: E402
 
 
@@ -27,6 +30,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", required=True)
+    p.add_argument("--common_words", default=None, help="also write the common-word list here")
     p.add_argument("--variant", choices=VARIANTS, default="dev")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dialogues", type=int, default=10)
@@ -35,6 +39,11 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=35)
     p.add_argument("--extra_questions", type=int, default=40)
     a = p.parse_args()
+    if a.common_words:
+        words = common_words()
+        with open(a.common_words, "w") as f:
+            f.write("\n".join(words) + "\n")
+        print(f"wrote {a.common_words}: {len(words)} words")
     dialogues = generate(
         a.dialogues,
         turns=a.turns,

@@ -28,33 +28,31 @@ from aura.memory.dialogues import normalize_answer, read_dialogues  # noqa: E402
 from aura.memory.evaluate import HYBRID, KS, EvalConfig, _fill, _score, _times, evaluate  # noqa: E402
 from aura.memory.index import FusionConfig, HippocampalIndex  # noqa: E402
 from aura.memory.store import EpisodicStore  # noqa: E402
+from aura.memory.supersede import LinkConfig  # noqa: E402
 from aura.models.sentence_encoder import load_sentence_encoder  # noqa: E402
 
 
 def fine_grid() -> list[FusionConfig]:
-    """Second stage, around the coarse winner (dense + supersession): supersession settings."""
+    """Second stage, around the coarse winner (dense + supersession): the entity cue's weight
+    and the supersession threshold (links recorded with the default `LinkConfig`)."""
     out = []
-    for w, th, rec in itertools.product(
-        (0.03, 0.05, 0.1, 0.2), (0.45, 0.5, 0.55, 0.6, 0.7), (0.0, 0.1)
-    ):
+    for ent, th, rec in itertools.product((0.0, 0.1, 0.2, 0.3), (0.45, 0.5, 0.55, 0.6), (0.0, 0.1)):
         out.append(
-            FusionConfig(
-                "weighted", 1.0, 0.0, rec, 0.0, 604800.0, supersede=w, supersede_threshold=th
-            )
-        )
+            FusionConfig("weighted", 1.0, 0.0, rec, 0.0, 604800.0, entity=ent,
+                         supersede=True, supersede_threshold=th)
+        )  # fmt: skip
     return out
 
 
 def grid() -> list[FusionConfig]:
     """The configs tried: weighted sums and RRF over dense, lexical and recency."""
     out = []
-    for lex, rec, sup in itertools.product((0.0, 0.1, 0.2, 0.4), (0.0, 0.1, 0.2), (0.0, 0.1)):
+    for lex, rec, sup in itertools.product((0.0, 0.1, 0.2, 0.4), (0.0, 0.1, 0.2), (False, True)):
         for tau in (86400.0, 604800.0) if rec else (86400.0,):
             out.append(
-                FusionConfig(
-                    "weighted", 1.0, lex, rec, 0.0, tau, supersede=sup, supersede_threshold=0.5
-                )
-            )
+                FusionConfig("weighted", 1.0, lex, rec, 0.0, tau, supersede=sup,
+                             supersede_threshold=0.5)
+            )  # fmt: skip
     for lex, rec in itertools.product((0.0, 0.25, 0.5, 1.0), (0.0, 0.1, 0.25)):
         out.append(FusionConfig("rrf", 1.0, lex, rec, 0.0, 86400.0, rrf_k=60.0))
     return out
@@ -78,7 +76,7 @@ def score_grid(dialogues, encoder, configs) -> list[dict]:
             store = EpisodicStore(
                 os.path.join(tmp, f"{d.id}.db"), encoder_name=encoder.name, dim=encoder.dim
             )
-            turn_of = {i: n for n, i in enumerate(_fill(store, d, e, times))}
+            turn_of = {i: n for n, i in enumerate(_fill(store, d, e, times, LinkConfig()))}
             index = HippocampalIndex(store)
             texts_n = [normalize_answer(t.text) for t in d.turns]
             kinds += [q.kind for q in d.questions]

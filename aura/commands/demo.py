@@ -11,13 +11,18 @@ Each stage is a real command, printed before it runs, so the demo doubles as a t
    from stage 4, amygdala, thalamus and hypothalamus heads fitted on the corpus), then the
    joint stage: the zones trained together, the thalamus routing digits between them;
 7. ``inspect``: a table of every zone checkpoint;
-8. ``chat --ckpt_root``: the same prompt with the zone heads composed into routing.
+8. ``chat --ckpt_root``: the same prompt with the zone heads composed into routing;
+9. ``chat --memory_db``: one process is told a fact; 10. a second process, asked about it,
+   recalls it from the SQLite memory (``--json``: the reply and the recalled memories, scored).
 
-Everything goes under ``--workdir``; rerunning resumes finished or interrupted stages.
+Everything goes under ``--workdir``; rerunning resumes finished or interrupted stages (the
+memory file of stages 9-10 starts empty on each run).
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import shlex
 import subprocess
 import sys
@@ -30,6 +35,8 @@ flags.DEFINE_string("workdir", "checkpoints/demo", "where the demo writes its ou
 flags.DEFINE_integer("mnist_epochs", 6, "epochs of the MNIST POC stage")
 flags.DEFINE_integer("pretrain_steps", 150, "optimizer steps of the pretrain stage")
 flags.DEFINE_string("prompt", "Explain json.dumps", "the chat stage's prompt")
+FACT = "My sister Mara moved to Porto last spring."
+QUESTION = "Where does my sister live now?"
 
 
 def stages(w: str) -> list[tuple[str, list[str]]]:
@@ -71,6 +78,17 @@ def stages(w: str) -> list[tuple[str, list[str]]]:
             ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
              f"--ckpt_root={w}/zones", f"--prompt={FLAGS.prompt}", "--gen_len=48", "--top_k=40"],
         ),
+        (
+            "memory chat, process 1: told a fact",
+            ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
+             f"--memory_db={w}/memory.db", "--session=demo", f"--prompt={FACT}", "--gen_len=16"],
+        ),
+        (
+            "memory chat, process 2: recalls it (reply and scored memories as JSON)",
+            ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
+             f"--memory_db={w}/memory.db", "--session=demo", f"--prompt={QUESTION}",
+             "--gen_len=16", "--memory_k=3", "--json"],
+        ),
     ]  # fmt: skip
 
 
@@ -79,6 +97,8 @@ def main(argv):
     w = FLAGS.workdir
     t0 = time.time()
     plan = stages(w)
+    for stale in glob.glob(f"{w}/memory.db*"):  # the memory stages start from an empty file
+        os.remove(stale)
     for i, (title, args) in enumerate(plan, start=1):
         print(
             f"\n== [{i}/{len(plan)}] {title}\n$ python -m aura.build {shlex.join(args)}", flush=True
@@ -97,6 +117,7 @@ def main(argv):
         f"  lm/          pretrain checkpoints, metrics.jsonl, tb/\n"
         f"  zones/       hippocampus/expert_<i>, amygdala/, thalamus/, hypothalamus/, language/,\n"
         f"               joint/ (the zones trained together: joint.json, <zone>/expert_<i>)\n"
+        f"  memory.db    long-term memory of the memory chat stages (SQLite)\n"
         f"Chat again:  python -m aura.build chat --ckpt {w}/lm "
         f"--spm_model {w}/tokenizer/spiece.model --ckpt_root {w}/zones"
     )

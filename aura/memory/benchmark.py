@@ -1,7 +1,8 @@
 """The memory benchmark as one call: read dialogues, load the encoder, evaluate, write metrics.
 
-`run_memory_eval` is what a ``memory_eval`` command calls (``--dialogues FILE.jsonl --metrics_out
-M.json [--policies ...] [--window 64] [--on_bad_record skip|fail] [--encoder DIR]``);
+`run_memory_eval` is what the ``memory_eval`` command calls (``--dialogues FILE.jsonl
+--metrics_out M.json [--policies ...] [--window 64] [--on_bad_record skip|fail] [--encoder
+DIR]``); `eval_config` turns its preset (``configs/memory.py``) into an `EvalConfig`;
 `format_table` is its human summary. The development set generated from the embedded corpus
 ships with the package (`DEV_SET`). (``hybrid_qc`` needs a trained `QueryTypePolicy` in
 ``config``; see tools/ablate_query_type.py.)
@@ -12,16 +13,57 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 
 from aura.memory.dialogues import read_dialogues
 from aura.memory.evaluate import POLICIES, EvalConfig, evaluate
+from aura.memory.index import FusionConfig
+from aura.memory.supersede import LinkConfig
 from aura.models.sentence_encoder import load_sentence_encoder
 
-__all__ = ["DEV_SET", "format_table", "run_memory_eval"]
+__all__ = ["DEV_SET", "eval_config", "format_table", "parse_policies", "run_memory_eval"]
 
 DEV_SET = str(resources.files("aura.memory") / "assets" / "memory_dev.jsonl")
+
+
+def eval_config(c: Mapping) -> EvalConfig:
+    """An `EvalConfig` from a ``configs/memory.py`` preset (as a plain dict).
+
+    Raises:
+      ValueError: an unknown or bad field (naming it).
+    """
+    try:
+        links = c["links"]
+        return EvalConfig(
+            window=int(c["window"]),
+            hybrid=FusionConfig(**c["fusion"]),
+            wm_capacity=int(c["wm"]["capacity"]),
+            wm_tau_s=float(c["wm"]["tau_s"]),
+            wm_weight=float(c["wm"]["weight"]),
+            wm_rehearse=int(c["wm"]["rehearse"]),
+            bootstrap=int(c["bootstrap"]),
+            seed=int(c["seed"]),
+            batch_size=int(c["batch_size"]),
+            links=LinkConfig(float(links["min_cos"]), int(links["candidates"]))
+            if links["enabled"]
+            else None,
+        )
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"memory config: bad or missing field ({e}); see configs/memory.py") from e
+
+
+def parse_policies(text: str | Sequence[str]) -> list[str]:
+    """Policy names from ``"a,b"`` or a list; ``hybrid_qc`` is for tools/ablate_query_type.py.
+
+    Raises:
+      ValueError: an empty list or an unknown policy.
+    """
+    names = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or not names:
+        raise ValueError(f"--policies {','.join(names)!r}: choose from {','.join(POLICIES)}")
+    return names
 
 
 def run_memory_eval(

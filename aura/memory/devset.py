@@ -242,3 +242,14 @@ def generate(
         _dialogue(rng, sents, variant, i, turns, facts, updates, extra_questions)
         for i in range(n_dialogues)
     ]
+
+
+def common_words(min_count: int = 2, stdlib_dir: str | None = None) -> list[str]:
+    """Lower-case words used at least ``min_count`` times in lower case in the standard
+    library's docstrings: the vocabulary that tells a capitalised sentence opener ("Actually",
+    "These") from a name (`aura.memory.supersede.entities`). Sorted."""
+    counts: dict[str, int] = {}
+    for doc in iter_stdlib_docs(stdlib_dir):
+        for w in re.findall(r"(?<![\w'])[a-z]{2,}(?![\w'])", doc.text):
+            counts[w] = counts.get(w, 0) + 1
+    return sorted(w for w, n in counts.items() if n >= min_count)

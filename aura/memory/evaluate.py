@@ -8,7 +8,8 @@ and store-writing policy, in a temporary directory), then answers each question 
 * ``recency``: the most recent turns first.
 * ``lexical``: SQLite FTS5 bm25 over the turn texts.
 * ``dense``: cosine of sentence embeddings (the hippocampal index's dense cue alone).
-* ``hybrid``: the index's fused cues (`FusionConfig`; the tuned default is `HYBRID`).
+* ``hybrid``: the index's fused cues (`FusionConfig`; the tuned default is `HYBRID`), with the
+  write-time supersession links that storing the turns recorded (`aura.memory.supersede`).
 * ``hybrid_wm``: ``hybrid`` plus a working-memory buffer: each user turn is added to the buffer
   and recalls from it (rehearsal); evicted items that were rehearsed go back to the store with a
   raised importance, and at question time the buffer's priority is added to the score of the
@@ -36,6 +37,7 @@ from aura.memory.dialogues import Dialogue, normalize_answer
 from aura.memory.index import FusionConfig, HippocampalIndex
 from aura.memory.query_type import QueryTypePolicy
 from aura.memory.store import EpisodicStore
+from aura.memory.supersede import LinkConfig, link_new
 from aura.memory.working import WMItem, WorkingMemory
 
 __all__ = ["HYBRID", "KS", "POLICIES", "EvalConfig", "evaluate"]
@@ -46,9 +48,9 @@ KS = (1, 5, 10)
 # Tuned on the development set only (tools/tune_memory.py; see the README): FusionConfig's defaults.
 HYBRID = FusionConfig()
 _SINGLE = {
-    "recency": FusionConfig(dense=0.0, recency=1.0, supersede=0.0),
-    "lexical": FusionConfig(dense=0.0, lexical=1.0, supersede=0.0),
-    "dense": FusionConfig(dense=1.0, supersede=0.0),
+    "recency": FusionConfig(dense=0.0, recency=1.0, entity=0.0, supersede=False),
+    "lexical": FusionConfig(dense=0.0, lexical=1.0, entity=0.0, supersede=False),
+    "dense": FusionConfig(dense=1.0, entity=0.0, supersede=False),
 }
 
 
@@ -77,6 +79,7 @@ class EvalConfig:
       bootstrap: bootstrap resamples for the 95% intervals.
       seed: bootstrap seed.
       batch_size: encoder batch size.
+      links: write-time supersession settings (None: record no links).
     """
 
     window: int = 64
@@ -89,6 +92,7 @@ class EvalConfig:
     bootstrap: int = 1000
     seed: int = 0
     batch_size: int = 64
+    links: LinkConfig | None = LinkConfig()
 
 
 def _times(d: Dialogue) -> np.ndarray:
@@ -98,16 +102,20 @@ def _times(d: Dialogue) -> np.ndarray:
     return 1_700_000_000.0 + 60.0 * np.arange(len(t))  # no times: a turn a minute
 
 
-def _fill(store: EpisodicStore, d: Dialogue, emb: np.ndarray, times: np.ndarray) -> list[int]:
+def _fill(store: EpisodicStore, d: Dialogue, emb, times, links: LinkConfig | None) -> list[int]:
     fields = [
         {"session": t.session, "turn": i, "speaker": t.speaker, "event_time": float(times[i])}
         for i, t in enumerate(d.turns)
     ]
     ids = []
+    index = HippocampalIndex(store) if links is not None else None
     for s in range(0, len(d.turns), 50):  # a transaction per 50 turns, in order
-        ids += store.add_many(
+        new = store.add_many(
             [t.text for t in d.turns[s : s + 50]], emb[s : s + 50], fields[s : s + 50]
         )
+        if index is not None:
+            link_new(store, index, new, links)
+        ids += new
     return ids
 
 
@@ -118,6 +126,8 @@ def _fill_with_wm(store, d, emb, times, cfg: EvalConfig) -> tuple[list[int], Wor
 
     wm = WorkingMemory(cfg.wm_capacity, tau_s=cfg.wm_tau_s, on_evict=evict)
     ids = []
+    index = HippocampalIndex(store) if cfg.links is not None else None
+    linked = 0
     for i, t in enumerate(d.turns):
         ids.append(
             store.add(
@@ -129,6 +139,9 @@ def _fill_with_wm(store, d, emb, times, cfg: EvalConfig) -> tuple[list[int], Wor
                 event_time=float(times[i]),
             )
         )
+        if index is not None and (len(ids) - linked == 50 or i == len(d.turns) - 1):
+            link_new(store, index, ids[linked:], cfg.links)  # in blocks of 50, as `_fill` does
+            linked = len(ids)
         if t.speaker != "assistant" and len(wm):
             wm.recall(emb[i], cfg.wm_rehearse, float(times[i]))  # rehearsal refreshes them
         wm.add(WMItem(t.text, emb[i], episode_id=ids[-1]), float(times[i]))
@@ -183,7 +196,7 @@ def _dialogue(d: Dialogue, encoder: Encoder, policies, cfg: EvalConfig, tmp: str
                 if shared is None:  # read-only policies share one store of the dialogue
                     path = os.path.join(tmp, f"{d.id}.db")
                     store = EpisodicStore(path, encoder_name=encoder.name, dim=encoder.dim)
-                    shared = (store, _fill(store, d, emb, times))
+                    shared = (store, _fill(store, d, emb, times, cfg.links))
                 store, ids = shared
             turn_of = {e: i for i, e in enumerate(ids)}
             index = HippocampalIndex(store)

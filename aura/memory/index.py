@@ -3,20 +3,23 @@
 Each stored episode is bound to a key, its sentence embedding; the index keeps the keys of every
 episode of an `EpisodicStore` as one device array (an `aura.nn.hopfield.HopfieldMemory` whose
 capacity doubles when full, so appends rarely recompile) and host-side columns (id, event time,
-importance, expiry, merged flag) aligned with its slots. A query is scored by four cues:
+importance, expiry, merged flag) aligned with its slots. A query is scored by five cues:
 
 * ``dense``: cosine of the query embedding and the key (keys are L2-normalised embeddings);
 * ``lexical``: FTS5 ``bm25`` of the query text, divided by the query's best bm25 (so in [0, 1]);
 * ``recency``: ``exp(-age / tau_s)`` with ``age = now - event_time``;
-* ``importance``: the stored importance in [0, 1].
+* ``importance``: the stored importance in [0, 1];
+* ``entity``: the share of the query's entities (`aura.memory.entities`: names) the episode names.
 
 Retrieval runs in two stages. Candidates: the dense top-C over all keys (`hopfield.retrieve`,
 jitted and chunked, so 1M x 384 keys never make a [B, N, D] or even [B, N] array), the lexical
 top-C from SQLite and the C most recent episodes. Then every candidate gets all four cue scores
 and they are fused, by a weighted sum (``method="weighted"``) or by reciprocal-rank fusion
-(``method="rrf"``: ``sum_c w_c / (rrf_k + rank_c)``). Expired and merged episodes are dead: they
-stay in their slots (masked on the host, with the dense top-C widened by their count) until
-enough of them pile up and the index compacts.
+(``method="rrf"``: ``sum_c w_c / (rrf_k + rank_c)``). With ``supersede`` on, the successors that
+write-time supersession linked to a candidate (`aura.memory.supersede`) join the candidates, and
+a candidate whose successor the query confirms is placed just below it. Expired and merged
+episodes are dead: they stay in their slots (masked on the host, with the dense top-C widened by
+their count) until enough of them pile up and the index compacts.
 
 The index follows the file: `sync` (called by every search) appends rows that any process
 added and re-reads the cheap columns when the store's generation moved (an update or delete).
@@ -33,32 +36,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aura.memory.entities import entities
 from aura.memory.store import Episode, EpisodicStore
 from aura.nn import hopfield
 
 __all__ = ["CUES", "FusionConfig", "HippocampalIndex", "Hit"]
 
-CUES = ("dense", "lexical", "recency", "importance")
+CUES = ("dense", "lexical", "recency", "importance", "entity")
 _METHODS = ("weighted", "rrf")
 
 
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """How the cues are weighed. The defaults are the best config on the memory development set
-    (tools/tune_memory.py): the dense cue plus supersession; bm25, recency and importance added
-    nothing there (they stay available for other data).
+    (tools/tune_memory.py): the dense cue, the entity cue and supersession; bm25, recency and
+    importance added nothing there (they stay available for other data).
 
     Attributes:
       method: ``"weighted"`` (sum of weight x score) or ``"rrf"`` (reciprocal-rank fusion).
-      dense, lexical, recency, importance: the cue weights (0 switches a cue off).
+      dense, lexical, recency, importance, entity: the cue weights (0 switches a cue off).
       tau_s: recency time constant in seconds.
       rrf_k: the RRF rank offset (60 in Cormack et al., 2009).
       candidates: C, candidates drawn per cue before fusion.
-      supersede: penalty subtracted from an episode that a *later* candidate supersedes: one
-        about the same thing (key cosine) that the query likes about as much (fused score),
-        ``cos(key_i, key_j) + fused_j - fused_i >= supersede_threshold``. Of two memories of a
-        changed fact the newer wins, the way a newer trace interferes with an older one
-        (retroactive interference). 0 turns it off.
+      supersede: follow the write-time supersession links: an episode i linked to a *later*
+        successor j that the query confirms -- about the same thing (key cosine) and liked
+        about as much (fused score), ``cos(key_i, key_j) + fused_j - fused_i >=
+        supersede_threshold`` -- is placed just below j. Of two memories of a changed fact the
+        newer wins, the way a newer trace interferes with an older one (retroactive
+        interference).
       supersede_threshold: the threshold above.
     """
 
@@ -70,8 +75,9 @@ class FusionConfig:
     tau_s: float = 604800.0
     rrf_k: float = 60.0
     candidates: int = 64
-    supersede: float = 0.1
-    supersede_threshold: float = 0.55
+    supersede: bool = True
+    supersede_threshold: float = 0.5
+    entity: float = 0.2
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -83,8 +89,8 @@ class FusionConfig:
             )
         if self.tau_s <= 0 or self.rrf_k < 0 or self.candidates < 1:
             raise ValueError("tau_s must be > 0, rrf_k >= 0 and candidates >= 1")
-        if self.supersede < 0:
-            raise ValueError(f"supersede={self.supersede} must be >= 0")
+        if not isinstance(self.supersede, bool):
+            raise ValueError(f"supersede={self.supersede!r} must be True or False")
 
     def weights(self) -> dict[str, float]:
         """The cue weights by name."""
@@ -134,6 +140,7 @@ class HippocampalIndex:
         self.chunk_size = chunk_size
         self.min_capacity = min_capacity
         self._version = (-1, -1)
+        self._ents: dict[int, frozenset[str]] = {}  # episode id -> entities (texts never change)
         self._rebuild()
 
     # -- keeping up with the store --------------------------------------------------------------
@@ -235,6 +242,7 @@ class HippocampalIndex:
         """
         self.sync()
         now = self.store.clock() if now is None else now
+        k = int(k)
         if not len(self.ids):
             return []
         c = max(fusion.candidates, k)
@@ -246,9 +254,8 @@ class HippocampalIndex:
             cand.update(int(s) for s in slots[0] if s >= 0)
         lex = dict(self.store.lexical(query, c, now=now)) if w["lexical"] > 0 else {}
         if lex:  # ids are sorted (appended in id order): find their slots by bisection
-            lex_ids = np.fromiter(lex, np.int64, len(lex))
-            pos = np.minimum(np.searchsorted(self.ids, lex_ids), len(self.ids) - 1)
-            cand.update(int(p) for p in pos[self.ids[pos] == lex_ids])
+            found = self._slots_of(np.fromiter(lex, np.int64, len(lex)))
+            cand.update(int(p) for p in found[found >= 0])
         live = np.flatnonzero(self._live(now))
         if w["recency"] > 0 or w["importance"] > 0:
             for col, on in ((0, w["recency"]), (1, w["importance"])):
@@ -258,20 +265,70 @@ class HippocampalIndex:
         if not cand:
             return []
         slots = np.array(sorted(cand))
-        return self._fuse(slots, qv[0], lex, fusion, k, now, touch)
+        links = self.store.links(self.ids[slots].tolist()) if fusion.supersede else {}
+        if links:  # linked successors are scored too, retrieved or not
+            succ = np.array(sorted({j for js in links.values() for j, _ in js}), np.int64)
+            found = self._slots_of(succ)
+            live = self._live(now)
+            slots = np.union1d(slots, found[(found >= 0) & live[np.maximum(found, 0)]])
+        return self._fuse(slots, query, qv[0], lex, fusion, k, now, touch, links)
 
-    def _fuse(self, slots, qv, lex, fusion: FusionConfig, k, now, touch) -> list[Hit]:
-        padded = np.zeros(_pow2(max(len(slots), 64)), np.int32)  # few gather shapes
-        padded[: len(slots)] = slots
-        keys = np.asarray(_gather(self.memory.patterns, jnp.asarray(padded)))[: len(slots)]
+    def _slots_of(self, ids: np.ndarray) -> np.ndarray:
+        """Slots of episode ids (-1 where not indexed); ids are sorted (appended in id order)."""
+        if not len(self.ids):
+            return np.full(len(ids), -1)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return np.where(self.ids[pos] == ids, pos, -1)
+
+    def _entities(self, ids: np.ndarray) -> list[frozenset[str]]:
+        missing = [int(i) for i in ids if int(i) not in self._ents]
+        for e in self.store.get(missing):
+            self._ents[e.id] = entities(e.text)
+        return [self._ents.get(int(i), frozenset()) for i in ids]
+
+    def _scores(self, slots, keys, query, qv, lex, fusion, now) -> dict[str, np.ndarray]:
         ids = self.ids[slots]
         best = max(lex.values(), default=0.0)
-        scores = {
+        q_ents = entities(query)
+        ents = self._entities(ids) if q_ents else []
+        return {
             "dense": keys @ qv,
             "lexical": np.array([lex.get(int(i), 0.0) / best if best > 0 else 0.0 for i in ids]),
             "recency": np.exp(-np.maximum(now - self.attrs[slots, 0], 0.0) / fusion.tau_s),
             "importance": self.attrs[slots, 1],
+            "entity": np.array([len(q_ents & e) / len(q_ents) for e in ents])
+            if q_ents
+            else np.zeros(len(slots)),
         }
+
+    def _supersede(self, slots, keys, fused, links, threshold) -> dict[int, int]:
+        """Places each linked episode that the query confirms just below its successor's score
+        before any move (one step: a chain does not drag an old fact further down); returns
+        ``{position: successor position}``."""
+        pos = {int(i): p for p, i in enumerate(self.ids[slots])}
+        before = fused.copy()
+        moved = {}
+        for p in range(len(slots)):
+            best = None
+            for j_id, _ in links.get(int(self.ids[slots[p]]), ()):
+                j = pos.get(j_id)
+                if j is None or self.attrs[slots[j], 0] < self.attrs[slots[p], 0]:
+                    continue
+                if float(keys[p] @ keys[j]) + before[j] - before[p] >= threshold and (
+                    best is None or before[j] > before[best]
+                ):
+                    best = j
+            if best is not None and before[p] >= before[best]:
+                fused[p] = np.nextafter(before[best], -np.inf)
+                moved[int(p)] = best
+        return moved
+
+    def _fuse(self, slots, query, qv, lex, fusion: FusionConfig, k, now, touch, links):
+        padded = np.zeros(_pow2(max(len(slots), 64)), np.int32)  # few gather shapes
+        padded[: len(slots)] = slots
+        keys = np.asarray(_gather(self.memory.patterns, jnp.asarray(padded)))[: len(slots)]
+        ids = self.ids[slots]
+        scores = self._scores(slots, keys, query, qv, lex, fusion, now)
         w = fusion.weights()
         ranks = {}
         if fusion.method == "weighted":
@@ -288,25 +345,16 @@ class HippocampalIndex:
                 contrib = w[cue] / (fusion.rrf_k + rank)
                 fused += np.where(has, contrib, 0.0) if has is not None else contrib
                 ranks[cue] = np.where(has, rank, np.nan) if has is not None else rank
-        if fusion.supersede > 0:  # among the 2k best only: they decide the top k
-            near = np.argsort(-fused, kind="stable")[: 2 * k]
-            t = self.attrs[slots[near], 0]
-            # [2K, D] x [2K, D] -> [2K, 2K] key cosines; einsum's own loop: a BLAS call this
-            # small wakes a thread pool, which costs ~40 ms on a busy 2-core machine
-            sim = np.einsum("id,jd->ij", keys[near], keys[near])
-            f = fused[near]
-            # [2K, 2K] (i, j): is j later than i, about the same thing and about as relevant?
-            sup = (t[None, :] > t[:, None]) & (
-                sim + f[None, :] - f[:, None] >= fusion.supersede_threshold
-            )
-            fused = fused.copy()
-            fused[near] -= fusion.supersede * sup.any(axis=1)
+        fused = np.asarray(fused, np.float64).copy()
+        moved = self._supersede(slots, keys, fused, links, fusion.supersede_threshold)
         top = np.argsort(-fused, kind="stable")[:k]
         episodes = {e.id: e for e in self.store.get([int(ids[t]) for t in top])}
         hits = []
         for t in top:
             comp = {cue: float(scores[cue][t]) for cue in CUES}
             comp.update({f"{c}_rank": float(r[t]) for c, r in ranks.items() if np.isfinite(r[t])})
+            if int(t) in moved:
+                comp["superseded_by"] = float(ids[moved[int(t)]])
             if int(ids[t]) in episodes:
                 hits.append(Hit(episodes[int(ids[t])], float(fused[t]), comp))
         if touch and hits:

@@ -9,6 +9,7 @@ Append a step to change the schema; never edit a released one.
     episodes(id, session, turn, speaker, text, event_time, created_at, accessed_at,
              access_count, importance, expires_at, state, merged_into, embedding, kind)
     episodes_fts(text)                              FTS5, external content = episodes
+    supersedes(old_id, new_id, score, created_at)   write-time supersession links (version 3)
 """
 
 from __future__ import annotations
@@ -45,5 +46,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2: episode kinds (turn / note / summary), so summaries can be told apart and replaced
         "ALTER TABLE episodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'turn'",
         "CREATE INDEX episodes_kind ON episodes(kind, session)",
+    ),
+    (  # 3: write-time supersession: new_id states a newer value of what old_id said
+        """CREATE TABLE supersedes (
+            old_id INTEGER NOT NULL,
+            new_id INTEGER NOT NULL,
+            score REAL NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (old_id, new_id))""",
+        "CREATE INDEX supersedes_new ON supersedes(new_id)",
+        """CREATE TRIGGER episodes_ad_links AFTER DELETE ON episodes BEGIN
+            DELETE FROM supersedes WHERE old_id = old.id OR new_id = old.id; END""",
     ),
 )

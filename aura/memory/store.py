@@ -6,33 +6,23 @@ has been used (``created_at``, ``accessed_at``, ``access_count``, ``importance``
 (``expires_at``, NULL = forever) and what consolidation did with it (``state``: ``new`` ->
 ``consolidated``, or ``merged`` into the row ``merged_into``), plus its sentence embedding as a
 float32 blob. An FTS5 table over ``text`` (external content, kept in step by triggers, Porter
-stemming) gives the lexical side: SQLite's own ``bm25()``.
+stemming) gives the lexical side: SQLite's own ``bm25()``. Table ``supersedes`` holds the
+write-time supersession links (``new_id`` states a newer value of what ``old_id`` said; see
+`aura.memory.supersede`); deleting an episode deletes its links.
 
-Durability and sharing: the file is in WAL mode with ``synchronous=NORMAL``; each write is one
-transaction, so a process killed mid-write (kill -9) loses at most the transaction in flight and
-never corrupts the file (only a power cut could lose the last commits). Several processes may
-open one file: SQLite's locks serialise writers, a writer waits up to ``busy_timeout_s`` and then
-raises `StoreBusyError` with the path and what to do.
-
-The schema is versioned (table ``schema_version``); `MIGRATIONS` lists the steps from an empty
-file to the current version and opening an older file applies the missing ones in one
-transaction. Table ``meta`` records the encoder (``encoder_name``, ``encoder_dim``) whose
-embeddings the file holds: opening it with another encoder is refused, naming both.
+The file itself (WAL, one transaction per write, busy timeout, schema migrations, the encoder
+check) is `aura.memory.db.MemoryDB`, which this class extends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
-import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from aura.data.errors import DataError
+from aura.memory.db import SCHEMA_VERSION, MemoryDB, StoreBusyError
 from aura.memory.schema import MIGRATIONS
 
 __all__ = [
@@ -44,7 +34,6 @@ __all__ = [
     "fts_query",
 ]
 
-SCHEMA_VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "id, session, turn, speaker, text, event_time, created_at, accessed_at, access_count, "
     "importance, expires_at, state, merged_into, kind, embedding"
@@ -57,10 +46,6 @@ _STOPWORDS = frozenset(
         "where which who whom why will with you your",
     )
 )
-
-
-class StoreBusyError(DataError):
-    """Another process held the database's write lock for longer than the busy timeout."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,142 +80,8 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
-class EpisodicStore:
-    """One SQLite episode file. Use as a context manager or call `close`.
-
-    Args:
-      path: the database file (created with its directory when missing).
-      encoder_name: name of the encoder whose embeddings this file holds.
-      dim: embedding width D.
-      busy_timeout_s: how long a write waits for another process's lock.
-      clock: wall clock in seconds (tests pass a fake one).
-
-    Raises:
-      DataError: the file is not a SQLite database, is newer than this code, or was made with
-        another encoder (the message names both).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        encoder_name: str,
-        dim: int,
-        busy_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ):
-        self.path = os.fspath(path)
-        self.dim = int(dim)
-        self.encoder_name = encoder_name
-        self.busy_timeout_s = busy_timeout_s
-        self.clock = clock
-        if os.path.dirname(self.path):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-            self._check_encoder()
-        except sqlite3.DatabaseError as e:
-            self._conn.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise self._busy(e) from e
-            raise DataError(
-                f"{self.path} is not a usable AURA memory database ({e}); "
-                "pass another --memory_db path or move this file away"
-            ) from e
-
-    # -- plumbing -------------------------------------------------------------------------------
-    def _busy(self, e: Exception) -> StoreBusyError:
-        return StoreBusyError(
-            f"{self.path} is locked by another process (waited {self.busy_timeout_s:g} s: {e}); "
-            "retry, raise busy_timeout_s, or give each process its own --memory_db"
-        )
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking the write lock up front (BEGIN IMMEDIATE)."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise self._busy(e) from e
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            self._conn.execute("ROLLBACK")
-            raise self._busy(e) from e
-
-    def _read_version(self, c: sqlite3.Connection) -> int:
-        has = c.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-        ).fetchone()
-        return (
-            (c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0) if has else 0
-        )
-
-    def _migrate(self) -> None:
-        if self._read_version(self._conn) == SCHEMA_VERSION:
-            return  # up to date: no write lock needed (another process may hold it)
-        with self._write() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = self._read_version(c)
-            if version > SCHEMA_VERSION:
-                raise DataError(
-                    f"{self.path} has schema version {version}, newer than this AURA "
-                    f"({SCHEMA_VERSION}); upgrade AURA to open it"
-                )
-            for v in range(version, SCHEMA_VERSION):
-                for stmt in MIGRATIONS[v]:
-                    c.execute(stmt)
-                c.execute("INSERT INTO schema_version(version) VALUES (?)", (v + 1,))
-
-    def _check_encoder(self) -> None:
-        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        if "encoder_name" not in meta:
-            with self._write() as c:
-                c.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('encoder_name', ?), "
-                    "('encoder_dim', ?)",
-                    (self.encoder_name, str(self.dim)),
-                )
-                meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
-        have = (meta["encoder_name"], int(meta["encoder_dim"]))
-        if have != (self.encoder_name, self.dim):
-            raise DataError(
-                f"{self.path} holds embeddings of encoder {have[0]!r} (dim {have[1]}), but this "
-                f"run uses {self.encoder_name!r} (dim {self.dim}); pass the same --encoder as "
-                "when it was written, or another --memory_db"
-            )
-
-    @staticmethod
-    def _bump(c: sqlite3.Connection) -> None:
-        c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0')")
-        c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-
-    def close(self) -> None:
-        """Closes the connection (idempotent)."""
-        self._conn.close()
-
-    def __enter__(self) -> EpisodicStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def schema_version(self) -> int:
-        """The file's schema version."""
-        return self._conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-
-    def size_bytes(self) -> int:
-        """Bytes on disk: the database file plus its WAL."""
-        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+class EpisodicStore(MemoryDB):
+    """One SQLite episode file (see the module docstring); the constructor is `MemoryDB`'s."""
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, text: str, embedding: np.ndarray, **fields) -> int:
@@ -315,19 +166,19 @@ class EpisodicStore:
             cur = c.executemany("DELETE FROM episodes WHERE id = ?", [(int(i),) for i in ids])
             return cur.rowcount
 
-    def set_meta(self, key: str, value: str) -> None:
-        """Sets a metadata entry (the encoder keys are reserved)."""
-        if key in ("encoder_name", "encoder_dim", "generation"):
-            raise ValueError(f"meta key {key!r} is managed by the store")
-        with self._write() as c:
-            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+    def add_links(self, links: Sequence[tuple[int, int, float]]) -> None:
+        """Records supersession links ``(old_id, new_id, score)`` in one transaction (a link
+        that exists already is kept as it was)."""
+        if links:
+            now = self.clock()
+            with self._write() as c:
+                c.executemany(
+                    "INSERT OR IGNORE INTO supersedes(old_id, new_id, score, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(int(o), int(n), float(s), now) for o, n, s in links],
+                )
 
     # -- reads ----------------------------------------------------------------------------------
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A metadata entry, or ``default``."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
-
     def get(self, ids: Sequence[int]) -> list[Episode]:
         """The episodes with these ids, in the given order (missing ids are left out)."""
         rows = {}
@@ -338,6 +189,21 @@ class EpisodicStore:
             rows.update((r[0], r) for r in self._conn.execute(q, part))
         return [Episode.from_row(rows[int(i)]) for i in ids if int(i) in rows]
 
+    def links(
+        self, ids: Sequence[int], *, newer: bool = True
+    ) -> dict[int, list[tuple[int, float]]]:
+        """Supersession links of episodes: ``{id: [(other id, score)]}`` where the other episode
+        supersedes it (``newer=True``: its successors) or is superseded by it (its predecessors)."""
+        me, other = ("old_id", "new_id") if newer else ("new_id", "old_id")
+        out: dict[int, list[tuple[int, float]]] = {}
+        for start in range(0, len(ids), 500):
+            part = [int(i) for i in ids[start : start + 500]]
+            q = f"SELECT {me}, {other}, score FROM supersedes WHERE {me} IN "
+            q += f"({','.join('?' * len(part))}) ORDER BY {other}"
+            for a, b, score in self._conn.execute(q, part):
+                out.setdefault(a, []).append((b, score))
+        return out
+
     def episodes(self, where: str = "1", params: Sequence = ()) -> list[Episode]:
         """Episodes matching a SQL condition on ``episodes`` columns, ordered by id."""
         q = f"SELECT {_COLUMNS} FROM episodes WHERE {where} ORDER BY id"
@@ -347,11 +213,6 @@ class EpisodicStore:
         """The highest turn number stored for a session (None when it has none)."""
         q = "SELECT max(turn) FROM episodes WHERE session = ?"
         return self._conn.execute(q, (session,)).fetchone()[0]
-
-    def checkpoint(self) -> None:
-        """Copies the WAL into the database file and truncates it (SQLite also does this when
-        the last connection closes)."""
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def count(self) -> int:
         """Number of stored rows (merged and expired ones included)."""

@@ -6,7 +6,8 @@ the training records (<INST> prompt <RESP>), is consumed once by the sequence fo
 continues with the recurrent state (constant cost per token, ``sampling.Generator``). With zone
 heads, each prompt gets routing controls: the thalamus centroids add a gate bias, the amygdala a
 bias from the prompt's affect vector, and the hypothalamus sets the sampling temperature unless
-one is given explicitly.
+one is given explicitly. A memory-aware chat (`aura.serve.memory_chat`) adds a context block in
+front of the prompt and a routing bias of its own (``answer(..., context=, extra_bias=)``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aura.experiments.lm.pretrain import load_adapter
 from aura.experiments.zones.store import load_zone_heads
 from aura.models.adapter import SelfTeachingAdapter
 from aura.models.zone_heads import compose_controls
+from aura.nn.moe import RoutingControls
 from aura.serve.sampling import Generator
 
 __all__ = ["Chat", "clean_text", "validate_sampling"]
@@ -81,16 +83,23 @@ class Chat:
             found = load_zone_heads(ckpt_root, c.num_experts, c.dim)
             self.heads = {z: getattr(found, z)[0] for z in found.present()}
 
-    def controls(self, prompt: str):
-        """(RoutingControls or None, info) for ``prompt`` from the loaded zone heads."""
-        if not self.heads:
-            return None, {}
-        ids = self.sp.encode(prompt)
-        return compose_controls(self.model, self.params, self.heads, ids, prompt)
+    def controls(self, prompt: str, extra_bias: np.ndarray | None = None):
+        """(RoutingControls or None, info) for ``prompt`` from the loaded zone heads, plus an
+        extra gate-logit bias [E] (a memory's) when given."""
+        controls, info = None, {}
+        if self.heads:
+            ids = self.sp.encode(prompt)
+            controls, info = compose_controls(self.model, self.params, self.heads, ids, prompt)
+        if extra_bias is not None:
+            base = np.asarray(controls.bias) if controls is not None else 0.0
+            bias = base + np.asarray(extra_bias, np.float32)
+            controls = RoutingControls.create(self.model.config.num_experts, bias=bias)
+        return controls, info
 
-    def routing_distribution(self, prompt: str, use_heads: bool = True):
-        """Mean gate probabilities [E] over the formatted prompt's tokens (with/without heads)."""
-        controls = self.controls(prompt)[0] if use_heads else None
+    def routing_distribution(self, prompt: str, use_heads: bool = True, extra_bias=None):
+        """Mean gate probabilities [E] over the formatted prompt's tokens (with/without heads
+        and an extra bias)."""
+        controls = self.controls(prompt, extra_bias)[0] if use_heads else None
         tokens = jnp.asarray([self.fmt.encode_prompt(prompt)], jnp.int32)
         r = self.model.apply(
             {"params": self.params}, tokens, None, controls, method=SelfTeachingAdapter.gate_weights
@@ -98,10 +107,22 @@ class Chat:
         return np.asarray(r.probs).mean(axis=0)
 
     def answer(
-        self, prompt: str, *, max_len, gen_len, temperature=None, top_k=0, top_p=1.0, seed=0
+        self,
+        prompt: str,
+        *,
+        max_len,
+        gen_len,
+        temperature=None,
+        top_k=0,
+        top_p=1.0,
+        seed=0,
+        context: str = "",
+        extra_bias: np.ndarray | None = None,
     ) -> str:
-        """Streams the answer to ``prompt``; ``temperature=None``: the hypothalamus' (or 1.0)."""
-        controls, info = self.controls(prompt)
+        """Streams the answer to ``prompt``; ``temperature=None``: the hypothalamus' (or 1.0).
+        ``context`` goes in front of the prompt (the instruction is ``context + prompt``) and
+        ``extra_bias`` [E] is added to the gate logits."""
+        controls, info = self.controls(prompt, extra_bias)
         self.gen.controls = controls  # same shapes for every prompt: no retrace
         if temperature is None:
             temperature = info.get("temperature", 1.0)
@@ -110,7 +131,7 @@ class Chat:
                 f"[zone heads: {', '.join(sorted(self.heads))}; temperature {temperature:.3g}]",
                 file=sys.stderr,
             )
-        ids = self.fmt.encode_prompt(prompt)
+        ids = self.fmt.encode_prompt(context + prompt)
         if len(ids) > max_len:
             print(f"[prompt of {len(ids)} tokens cut to the last {max_len}]", file=sys.stderr)
             ids = ids[-max_len:]

@@ -349,8 +349,7 @@ def _run(r: _Runner) -> dict[str, Any]:
                     r.say(format_line(last_line))
                 r.log_acc, t_log = MetricSums(), time.time()
             due = exp.is_eval_step(done)
-            if due is None:
-                due = done % eval_every == 0 or done == total
+            due = (done % eval_every == 0 or done == total) if due is None else due
             if due:
                 flush()
                 record = {"step": done, **exp.evaluate(state, done, r.period_acc.means())}

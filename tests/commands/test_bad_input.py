@@ -94,6 +94,14 @@ def cases(d) -> dict[str, list[tuple[list[str], str]]]:
             (["--gen_len=0", "--prompt=x"], "--gen_len=0 must be >= 1"),
             ([f"--ckpt={f}/none", "--prompt=x"], "no checkpoint"),
             (["Explain json"], "unexpected arguments"),
+            ([f"--memory_db={f}/m.db", "--json"], "--json prints one reply"),
+        ],
+        "memory_eval": [
+            ([], "--dialogues FILE.jsonl is required"),
+            (["--dialogues=/nope/d.jsonl"], "/nope/d.jsonl does not exist"),
+            (["--dialogues=/nope/d.jsonl", "--policies=oracle"], "--policies 'oracle'"),
+            (["--dialogues=/nope/d.jsonl", "--window=0"], "window=0 must be >= 1"),
+            (["--dialogues=/nope/d.jsonl", "--on_bad_record=explode"], "--on_bad_record"),
         ],
         "tokenizer": [
             ([f"--input_dir={f}/corpus/text", f"--out_dir={f}/a_file"], "a_file"),
@@ -123,7 +131,7 @@ def cases(d) -> dict[str, list[tuple[list[str], str]]]:
 
 
 @pytest.mark.parametrize("cmd", ["mnist", "continual", "pretrain", "chat", "tokenizer", "corpus",
-                                 "inspect", "pretrain_zones", "demo"])  # fmt: skip
+                                 "inspect", "pretrain_zones", "demo", "memory_eval"])  # fmt: skip
 def test_bad_input_is_one_error_line_and_exit_2(files, cmd):
     table = cases(files)[cmd]
     before = sorted(p.name for p in files.iterdir())

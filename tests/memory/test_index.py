@@ -9,12 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aura.memory.entities import entities
 from aura.memory.index import CUES, FusionConfig, HippocampalIndex, _dense_topk
 from aura.memory.store import EpisodicStore
+from aura.memory.supersede import LinkConfig, link_new
 from aura.nn import hopfield
 
 DIM = 16
-WORDS = ["cat", "dog", "lisbon", "porto", "tea", "coffee", "piano", "violin", "red", "blue"]
+WORDS = ["cat", "dog", "Lisbon", "Porto", "tea", "coffee", "piano", "violin", "Mara", "blue"]
 
 
 def _vecs(n, seed=0):
@@ -40,6 +42,8 @@ def filled(tmp_path):
     store.add_many(texts, _vecs(n), fields)
     store.update([5, 6], state="merged", merged_into=7)
     store.delete([8])
+    pairs = rng.choice(n, size=(120, 2))  # random supersession links, some to dead rows
+    store.add_links([(int(min(a, b)) + 1, int(max(a, b)) + 1, 0.5) for a, b in pairs if a != b])
     return store, t
 
 
@@ -55,6 +59,9 @@ def _naive(store, query, qv, fusion, k, now):
         "lexical": np.array([lex.get(e.id, 0.0) / best if best else 0.0 for e in eps]),
         "recency": np.array([np.exp(-max(now - e.event_time, 0) / fusion.tau_s) for e in eps]),
         "importance": np.array([e.importance for e in eps]),
+        "entity": np.array(
+            [len(entities(query) & entities(e.text)) / max(1, len(entities(query))) for e in eps]
+        ),
     }
     w = fusion.weights()
     if fusion.method == "weighted":
@@ -68,21 +75,28 @@ def _naive(store, query, qv, fusion, k, now):
             if c == "lexical":
                 part = np.where([e.id in lex for e in eps], part, 0.0)
             fused += part
-    if fusion.supersede > 0:  # a later episode among the 2k best supersedes an earlier one
-        near = np.argsort(-fused, kind="stable")[: 2 * k]
+    if fusion.supersede:  # a confirmed linked successor j puts i just below j's score
+        where = {e.id: n for n, e in enumerate(eps)}
+        links = store.links([e.id for e in eps])
         before, fused = fused, fused.copy()
-        for i in near:
-            for j in near:
-                later = eps[j].event_time > eps[i].event_time
-                sim = float(eps[i].embedding @ eps[j].embedding)
-                if later and sim + before[j] - before[i] >= fusion.supersede_threshold:
-                    fused[i] -= fusion.supersede
-                    break
+        for i, e in enumerate(eps):
+            ok = [
+                where[j]
+                for j, _ in links.get(e.id, ())
+                if j in where
+                and eps[where[j]].event_time >= e.event_time
+                and float(e.embedding @ eps[where[j]].embedding) + before[where[j]] - before[i]
+                >= fusion.supersede_threshold
+            ]
+            if ok and before[i] >= max(before[j] for j in ok):
+                fused[i] = np.nextafter(max(before[j] for j in ok), -np.inf)
     top = np.argsort(-fused, kind="stable")[:k]
     return [eps[i].id for i in top], fused[top]
 
 
-@pytest.mark.parametrize("method,supersede", [("weighted", 0.0), ("weighted", 0.1), ("rrf", 0.0)])
+@pytest.mark.parametrize(
+    "method,supersede", [("weighted", False), ("weighted", True), ("rrf", False)]
+)
 def test_search_matches_naive_reference(filled, method, supersede):
     store, t = filled
     index = HippocampalIndex(store, chunk_size=64, min_capacity=16)
@@ -93,12 +107,13 @@ def test_search_matches_naive_reference(filled, method, supersede):
         lexical=0.5,
         recency=0.3,
         importance=0.2,
+        entity=0.3,
         tau_s=3000.0,
         candidates=400,
     )
     for seed in range(5):
         qv = _vecs(1, seed=100 + seed)[0]
-        query = f"{WORDS[seed]} and {WORDS[seed + 3]}"
+        query = f"{WORDS[seed]} and {WORDS[seed + 3]}, Mara?"
         hits = index.search(query, qv, k=10, fusion=fusion, touch=False)
         want_ids, want_scores = _naive(store, query, qv, fusion, 10, t[0])
         assert [h.episode.id for h in hits] == want_ids
@@ -186,22 +201,48 @@ def test_million_keys_need_no_n_by_d_temporaries():
     assert temp < bound < b * n * 4
 
 
-def test_supersession_lets_the_later_of_two_similar_memories_win(tmp_path):
+def test_supersession_lets_the_confirmed_later_memory_win(tmp_path):
     store = EpisodicStore(tmp_path / "m.db", encoder_name="e", dim=DIM, clock=lambda: 100.0)
     e = np.eye(DIM, dtype=np.float32)
     stale = e[0] * 0.8 + e[1] * 0.6  # "Mara lives in Lisbon"
     update = e[0] * 0.8 + e[2] * 0.6  # "Mara moved to Porto": same subject, said later
-    other = e[3]  # said later still, about something else
+    job = e[0] * 0.6 + e[4] * 0.8  # "Mara works as a nurse": same subject, other attribute
+    other = e[3]  # "Tea is nice.": no entity, never linked
+    texts = ["Mara lives in Lisbon.", "Actually, Mara moved to Porto.", "Mara is a nurse.", "Tea."]
+    vecs = np.stack([stale, update, job, other])
+    fields = [{"event_time": float(t), "speaker": "user"} for t in range(4)]
+    ids = store.add_many(texts, vecs, fields)
+    index = HippocampalIndex(store)
+    links = link_new(store, index, ids, LinkConfig(min_cos=0.3))
+    assert {(o, n) for o, n, _ in links} == {(ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])}
+    q = e[0] * 0.9 + e[1] * 0.436  # "Where does Mara live?", worded like the stale fact
+    q = q / np.linalg.norm(q)
+    plain = FusionConfig(supersede=False, entity=0.0)
+    off = [h.episode.id for h in index.search("", q, k=3, fusion=plain)]
+    assert off == [ids[0], ids[1], ids[2]]
+    # cos(stale, update) 0.64 + fused(update) 0.72 - fused(stale) 0.98 = 0.38 >= 0.35 confirms
+    # the update; the job's links fail: 0.48 + 0.54 - 0.98 = 0.04 and 0.48 + 0.54 - 0.72 = 0.30
+    sup = FusionConfig(entity=0.0, supersede_threshold=0.35)
+    on = index.search("", q, k=3, fusion=sup)
+    assert [h.episode.id for h in on] == [ids[1], ids[0], ids[2]]
+    assert on[1].components["superseded_by"] == ids[1]  # kept, one rank below its successor
+    assert on[1].score < on[0].score
+    store.delete([ids[1]])  # forgetting the update brings the old value back
+    again = index.search("", q, k=1, fusion=sup)
+    assert again[0].episode.id == ids[0]
+
+
+def test_links_need_a_shared_entity_the_same_speaker_and_an_older_episode(tmp_path):
+    store = EpisodicStore(tmp_path / "m.db", encoder_name="e", dim=DIM)
+    v = np.tile(_vecs(1)[0], (4, 1))  # identical keys: only the rules decide
     ids = store.add_many(
-        ["Mara lives in Lisbon.", "Mara moved to Porto.", "Tea is nice."],
-        np.stack([stale, update, other]),
-        [{"event_time": 1.0}, {"event_time": 2.0}, {"event_time": 3.0}],
+        ["Mara lives in Lisbon.", "Tomas lives in Lisbon too.", "Mara moved.", "Mara moved!"],
+        v,
+        [{"speaker": "user"}, {"speaker": "user"}, {"speaker": "assistant"}, {"speaker": "user"}],
     )
     index = HippocampalIndex(store)
-    q = e[0] * 0.9 + e[1] * 0.436  # the question is worded like the stale fact
-    q = q / np.linalg.norm(q)
-    off = [h.episode.id for h in index.search("", q, k=2, fusion=FusionConfig(supersede=0.0))]
-    # cos(stale, update) 0.64 + fused(update) 0.72 - fused(stale) 0.98 = 0.38 >= 0.3
-    sup = FusionConfig(supersede=0.3, supersede_threshold=0.3)
-    on = [h.episode.id for h in index.search("", q, k=2, fusion=sup)]
-    assert off == [ids[0], ids[1]] and on == [ids[1], ids[0]]
+    got = {(o, n) for o, n, _ in link_new(store, index, ids)}
+    # 1 -> 0 share "lisbon"; 3 -> 0 share "mara"; 2 is the assistant's; nothing links forward
+    assert got == {(ids[0], ids[1]), (ids[0], ids[3])}
+    (succ,) = store.links([ids[0]]).values()
+    assert [j for j, _ in succ] == [ids[1], ids[3]] and succ[0][1] == pytest.approx(1.0)

@@ -104,10 +104,17 @@ def test_migrates_a_version_1_file(tmp_path):
     c.commit()
     c.close()
     with _open(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
         (e,) = s.episodes()
         assert e.text == "old fact" and e.kind == "turn"
         assert dict(s.lexical("fact", 5)).keys() == {e.id}
+        assert s.links([e.id]) == {}  # version 3: the supersedes table exists, empty
+        new = s.add("new fact", _vecs(1)[0])
+        s.add_links([(e.id, new, 0.7)])
+        assert s.links([e.id]) == {e.id: [(new, 0.7)]}
+        assert s.links([new], newer=False) == {new: [(e.id, 0.7)]}
+        s.delete([new])  # deleting either end deletes the link
+        assert s.links([e.id]) == {}
 
 
 _WRITER = textwrap.dedent(
