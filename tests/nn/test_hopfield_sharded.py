@@ -121,3 +121,19 @@ def test_one_million_patterns_without_a_batch_by_memory_tensor(devices):
     stats = jax.jit(fn).lower(mem, q).compile().memory_analysis()
     if stats is not None:  # per device: far below one [B, N, D] (24.6 GB) or even [B, N] tensor
         assert stats.temp_size_in_bytes < b * m * 4 // 4, stats.temp_size_in_bytes
+
+
+@pytest.mark.parametrize("mode", ["topk", "full"])
+def test_gradients_through_the_sharded_memory_equal_one_device(mode):
+    # The router is trained through retrieval: d(loss)/d(queries) must not change with sharding.
+    mem = _memory(64, 16, 50, seed=4)
+    q = jax.random.normal(jax.random.key(5), (4, 16))
+
+    def loss(q, fn, **kw):
+        r, w, _, lg = fn(mem, q, beta=0.5, top_k=5, chunk_size=7, mode=mode, **kw)
+        return jnp.sum(r**2) + jnp.sum(lg[:, 0]) - jnp.sum(jnp.log(w[:, 0]))
+
+    want = jax.grad(loss)(q, retrieve, precision=HIGHEST)
+    fn = functools.partial(sharded_retrieve, mesh=_mesh(), precision=HIGHEST)
+    got = jax.jit(jax.grad(functools.partial(loss, fn=fn)))(q)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
