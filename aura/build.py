@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
     "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
+    "cortex": ("aura.commands.cortex", "two-phase QA: Hopfield memory routing, then MoE reasoning"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

@@ -53,7 +53,7 @@ class GRUStack(nn.Module):
         out, states = x, []
         for i in range(self.num_layers):
             h = nn.LayerNorm(epsilon=1e-6, name=f"ln_{i}")(out)
-            rnn = nn.RNN(nn.GRUCell(self.features), return_carry=True, name=f"gru_{i}")
+            rnn = nn.RNN(nn.GRUCell(self.features, name=f"gru_{i}"), return_carry=True)
             state, out = rnn(h, initial_carry=carry[i])  # [B, H], [B, T, H]
             states.append(state)
         return out, tuple(states)
