@@ -12,7 +12,10 @@ T settling steps, E experts, K top-k, L layers per expert (or dense layers).
   ``LiquidMoE`` of E experts of L residual layers each (top-K routing, one gate per sample), or
   a dense :class:`~aura.nn.residual.ResidualMLP` of L layers whose hidden width is chosen so
   that both blocks have the same parameter count (:func:`matched_dense_hidden`) -> LayerNorm ->
-  output projection to D, plus a linear skip ``[retrieved, question] -> D`` shared by both.
+  output projection to D, plus a linear skip ``[retrieved, question] -> D`` shared by both,
+  added to the retrieved vector. The output projection and the skip start at zero, so an
+  untrained reasoner answers with what the memory returned (the top-1 context baseline, softened
+  by the top-k read-out) and training learns the correction from context to answer window.
 """
 
 from __future__ import annotations
@@ -136,8 +139,9 @@ class Reasoner(nn.Module):
             )
             self.block = ResidualMLP(hidden, self.expert_layers, name="dense")
         self.out_norm = nn.LayerNorm(epsilon=1e-6, name="out_norm")
-        self.output_proj = nn.Dense(self.dim, name="output_proj")
-        self.skip = nn.Dense(self.dim, use_bias=False, name="skip")
+        zeros = nn.initializers.zeros
+        self.output_proj = nn.Dense(self.dim, kernel_init=zeros, name="output_proj")
+        self.skip = nn.Dense(self.dim, use_bias=False, kernel_init=zeros, name="skip")
 
     def __call__(self, retrieved: jax.Array, question: jax.Array) -> tuple[jax.Array, dict]:
         """Returns (prediction [B, D], aux): aux has ``load_balance_loss`` and
@@ -153,7 +157,7 @@ class Reasoner(nn.Module):
             h = self.block(h)
             zero = jnp.zeros((), jnp.float32)
             aux = {"load_balance_loss": zero, "router_z_loss": zero}
-        return self.output_proj(self.out_norm(h)) + self.skip(x), aux
+        return retrieved + self.output_proj(self.out_norm(h)) + self.skip(x), aux
 
     def gates(self, retrieved: jax.Array, question: jax.Array) -> jax.Array:
         """Per-sample gate probabilities [B, E] of the MoE block (its routing, no experts run)."""
