@@ -45,15 +45,16 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         width=128, num_experts=16, expert_layers=4, expert_hidden=64, top_k=4, capacity_factor=2.0
     )
     c.phase2 = dict(
-        steps=1500,
+        steps=300,
         batch_size=128,
-        lr=2e-3,
+        lr=3e-4,
         weight_decay=1e-4,
         load_balance_weight=1e-2,
         z_loss_weight=1e-3,
         exact_threshold=0.9,
         permutations=1000,
         ridge_alphas=(0.1, 1.0, 10.0, 100.0),
+        select_every=10,
     )
     c.seed = 0
     c.mesh = ml_collections.FieldReference(None, field_type=dict)
@@ -63,7 +64,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.router.update(width=32, gray_hidden=64, gray_layers=1, gru_layers=3, settle_steps=1)
         c.phase1.update(steps=16, batch_size=32, eval_draws=1)
         c.reasoner.update(width=16, num_experts=4, expert_layers=2, expert_hidden=8, top_k=2)
-        c.phase2.update(steps=16, batch_size=32, permutations=50)
+        c.phase2.update(steps=16, batch_size=32, permutations=50, select_every=8)
         c.memory.update(beta_grid=(4.0, 32.0))
         c.log_every, c.eval_every = 8, 8
     elif preset != "default":

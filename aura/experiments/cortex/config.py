@@ -83,15 +83,16 @@ class ReasonerConfig:
 class Phase2Config:
     """Phase 2 training of the reasoner on the frozen phase 1."""
 
-    steps: int = 1500
+    steps: int = 300
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-4
     weight_decay: float = 1e-4
     load_balance_weight: float = 1e-2
     z_loss_weight: float = 1e-3
     exact_threshold: float = 0.9
     permutations: int = 1000
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    select_every: int = 10  # steps between dev scorings for model selection (0: the last step)
 
 
 _GROUPS = {"data": DataConfig, "memory": MemoryConfig, "router": RouterConfig,
@@ -169,6 +170,7 @@ class CortexConfig:
              (p2.steps, p2.batch_size), ">= 1"),
             (p2.lr > 0, "phase2.lr", p2.lr, "> 0"),
             (0 < p2.exact_threshold < 1, "phase2.exact_threshold", p2.exact_threshold, "in (0, 1)"),
+            (p2.select_every >= 0, "phase2.select_every", p2.select_every, ">= 0"),
             (p2.permutations >= 1, "phase2.permutations", p2.permutations, ">= 1"),
             (len(p2.ridge_alphas) >= 1 and all(a > 0 for a in p2.ridge_alphas),
              "phase2.ridge_alphas", p2.ridge_alphas, "positive values"),

@@ -10,6 +10,11 @@ the reasoner to map ``(retrieved, question)`` to the answer-window embedding wit
 ``jax.lax.stop_gradient`` and is not in the optimizer: it gets exactly zero gradient
 (:func:`frozen_grads` shows it) and stays bit-identical (:meth:`Phase2Experiment.summary` checks
 it against phase 1).
+
+Model selection on dev: every ``phase2.select_every`` steps (and before the first step) the
+reasoner is scored on the dev split (close_answer_mean); the state keeps the best parameters
+under ``"best"`` (checkpointed, so a resumed run selects the same), and the report uses them.
+The report split is never looked at during training. ``select_every = 0`` reports the last step.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class Phase2Experiment(loop.Experiment):
         self.layout = MemoryLayout(data)
         self.train_q = data.split_questions["train"]
         self.final: dict[str, Any] | None = None
+        self._jitted, self._last_dev = None, None
         if cfg.phase2.batch_size % devices:
             raise ValueError(
                 f"config.phase2.batch_size={cfg.phase2.batch_size} must be a multiple of the "
@@ -79,7 +85,30 @@ class Phase2Experiment(loop.Experiment):
         key = jax.random.key(self.cfg.seed + 2)
         params = self.model.init(key, jnp.zeros((1, d)), jnp.zeros((1, d)))["params"]
         frozen = {"router": self.reader.init(key), "memory": empty_memory(self.capacity, d)}
-        return {"params": params, "opt_state": self.tx.init(params), "frozen": frozen}
+        best = {"params": params, "score": jnp.full((), -jnp.inf), "step": jnp.zeros((), jnp.int32)}
+        return {"params": params, "opt_state": self.tx.init(params), "frozen": frozen,
+                "best": best}  # fmt: skip
+
+    def _dev_score(self, state, params) -> float:
+        dev = self.data.split_questions["dev"]
+        out = self.predict({**state, "params": params}, self.data.q_emb[dev])
+        return float(np.mean(np.asarray(cosine(out["pred"], self.data.a_emb[dev]))))
+
+    def _select(self, state, done: int):
+        """The state with ``best`` replaced when the current parameters score higher on dev."""
+        score = self._dev_score(state, state["params"])
+        self._last_dev = (done, score)
+        if score <= float(state["best"]["score"]):
+            return state
+        best = {"params": state["params"], "score": jnp.asarray(score, jnp.float32),
+                "step": jnp.asarray(done, jnp.int32)}  # fmt: skip
+        return {**state, "best": best}
+
+    def after_step(self, state, step: int, metrics):
+        every, done = self.cfg.phase2.select_every, step + 1
+        if every and (done % every == 0 or done == self.cfg.phase2.steps):
+            return self._select(state, done)
+        return state
 
     def before_step(self, state, step: int):
         if step:
@@ -87,7 +116,8 @@ class Phase2Experiment(loop.Experiment):
         router = jax.tree.map(lambda p, like: jax.device_put(np.asarray(p), like.sharding),
                               self.phase1["params"], state["frozen"]["router"])  # fmt: skip
         memory = fill_memory(state["frozen"]["memory"], self.layout.patterns)
-        return {**state, "frozen": {"router": router, "memory": memory}}
+        state = {**state, "frozen": {"router": router, "memory": memory}}
+        return self._select(state, 0) if self.cfg.phase2.select_every else state
 
     def batch(self, step: int):
         rng = np.random.default_rng([self.cfg.seed, 3, step])
@@ -113,28 +143,39 @@ class Phase2Experiment(loop.Experiment):
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
         return {**state, "params": params, "opt_state": opt_state}, metrics
 
+    def _predict_fn(self):
+        if self._jitted is None:
+            model, reader = self.model, self.reader
+
+            @jax.jit
+            def fn(params, frozen, q):
+                _, retrieved, _, idx, _ = reader.read(frozen["router"], frozen["memory"], q)
+                pred, _ = model.apply({"params": params}, retrieved, q)
+                out = {"pred": pred, "top1_slot": idx[:, 0]}
+                if model.kind == "moe":
+                    out["gates"] = model.apply({"params": params}, retrieved, q,
+                                               method=Reasoner.gates)  # fmt: skip
+                return out
+
+            self._jitted = fn
+        return self._jitted
+
     def predict(self, state, questions: np.ndarray) -> dict[str, np.ndarray]:
         """Predictions, retrieval and (MoE) gates for question embeddings [N, D]."""
-        model, reader = self.model, self.reader
-
-        @jax.jit
-        def fn(params, frozen, q):
-            _, retrieved, _, idx, _ = reader.read(frozen["router"], frozen["memory"], q)
-            pred, _ = model.apply({"params": params}, retrieved, q)
-            out = {"pred": pred, "top1_slot": idx[:, 0]}
-            if model.kind == "moe":
-                out["gates"] = model.apply({"params": params}, retrieved, q, method=Reasoner.gates)
-            return out
-
+        fn = self._predict_fn()
         return batched_eval(lambda q: fn(state["params"], state["frozen"], q), (questions,),
                             EVAL_BATCH)  # fmt: skip
 
     def evaluate(self, state, step: int, train: dict) -> dict:
         """The train means plus the dev split's close_answer_mean (for curves)."""
-        dev = self.data.split_questions["dev"]
-        out = self.predict(state, self.data.q_emb[dev])
-        cos = np.asarray(cosine(out["pred"], self.data.a_emb[dev]))
-        return {**train, "dev_close_answer_mean": float(cos.mean())}
+        last = self._last_dev
+        score = last[1] if last and last[0] == step else self._dev_score(state, state["params"])
+        return {
+            **train,
+            "dev_close_answer_mean": score,
+            "best_dev": float(state["best"]["score"]),
+            "best_step": int(state["best"]["step"]),
+        }
 
     def meta(self) -> dict:
         c = self.cfg
@@ -148,8 +189,13 @@ class Phase2Experiment(loop.Experiment):
                             host["frozen"]["router"], self.phase1["params"])  # fmt: skip
         if not all(jax.tree.leaves(same)):
             raise RuntimeError("the frozen phase 1 router changed during phase 2")
-        self.final = {"params": host["params"], "frozen": host["frozen"]}
-        return {"phase1_frozen_bit_identical": True}
+        selected = self.cfg.phase2.select_every > 0
+        self.final = {"params": host["best"]["params"] if selected else host["params"],
+                      "frozen": host["frozen"]}  # fmt: skip
+        return {
+            "phase1_frozen_bit_identical": True,
+            "selected_step": int(host["best"]["step"]) if selected else self.cfg.phase2.steps,
+        }
 
 
 def frozen_grads(exp: Phase2Experiment, state, q: np.ndarray, a: np.ndarray):

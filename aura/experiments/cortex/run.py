@@ -142,6 +142,7 @@ def train_reasoner(cfg, data, final1, workdir, kind, mesh, tb=True, log=print) -
     out["params_block"] = block_params(kind, r.width, r.num_experts, r.expert_layers,
                                        r.expert_hidden)  # fmt: skip
     out["train_wall_s"] = res["wall_s"]
+    out["selected_step"] = res["selected_step"]  # the dev-selected step (see phase2)
     out["top1"] = exp.layout.patterns[pred["top1_slot"]]  # the top-1 retrieved context
     if kind == "moe":
         out["gates"] = pred["gates"]

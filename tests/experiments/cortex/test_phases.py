@@ -66,10 +66,10 @@ def test_memory_sharded_over_8_devices_trains_like_one_device(tmp_path):
     assert out1["history"][-1]["loss"] == pytest.approx(out8["history"][-1]["loss"], abs=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["moe", "dense"])
+@pytest.mark.parametrize("kind", [pytest.param("moe", marks=pytest.mark.slow), "dense"])
 def test_phase1_is_frozen_in_phase2_exact_zero_gradients(kind):
     data = synthetic_data(contexts=42)
-    cfg = tiny_config()
+    cfg = tiny_config(phase2={"select_every": 0})  # no dev scoring in the first-step fill
     p1 = Phase1Experiment(cfg, data)
     s1 = _fresh_state(p1)
     moved = jax.tree.map(lambda p: p + 0.05, s1["params"])  # a router that is not the identity
@@ -87,3 +87,22 @@ def test_phase1_is_frozen_in_phase2_exact_zero_gradients(kind):
     mem = np.asarray(state["frozen"]["memory"]["patterns"])
     np.testing.assert_array_equal(mem[exp.layout.slot], data.ctx_emb)  # train contexts first
     assert set(exp.layout.order[: exp.layout.n_train]) == set(data.split_contexts["train"])
+
+
+@pytest.mark.slow  # ~30-100 s on 2 shared cores
+def test_phase2_reports_the_dev_selected_parameters(tmp_path):
+    data = synthetic_data(contexts=42)
+    cfg = tiny_config(phase2={"steps": 6, "select_every": 2, "lr": 3e-2}, eval_every=2)
+    exp = Phase2Experiment(cfg, data, "dense", {"params": Phase1Experiment(cfg, data).reader.init(
+        jax.random.key(0))})  # fmt: skip
+    lc = loop.LoopConfig(workdir=str(tmp_path), total_steps=6, eval_every=2, tensorboard=False)
+    out = loop.run(exp, lc, log=lambda s: None)
+    scores = {0: exp._dev_score(exp.final, exp.final["params"])}  # re-scored: the selected ones
+    dev = {r["step"]: r["dev_close_answer_mean"] for r in out["history"]}
+    assert sorted(dev) == [2, 4, 6]
+    best = out["history"][-1]["best_dev"]
+    assert best == pytest.approx(max(dev.values()) if out["selected_step"] else best)
+    assert best >= max(dev.values()) - 1e-6
+    assert scores[0] == pytest.approx(best, abs=1e-6)
+    if out["selected_step"]:
+        assert dev[out["selected_step"]] == pytest.approx(best, abs=1e-6)
