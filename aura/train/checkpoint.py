@@ -4,9 +4,12 @@
 directory holds two items: `state` (params, optimizer state, controller arrays; a pytree saved
 with `StandardSave`) and `meta` (JSON: step, history, config, code version). Orbax writes each
 step into a temporary directory and renames it when complete, so a crash mid-save never leaves a
-step that `latest_step()` would pick. Restoring checks every leaf's shape and dtype against the
-caller's abstract state first, from the stored metadata, and names the first leaf that differs
-with both shapes (:func:`check_tree`, also used by the per-expert checkpoints in ``experts``).
+step that `latest_step()` would pick. Once a step is final its files' sha256 go into
+`checksums.json` beside them (orbax has no checksum of its own), verified before every restore,
+so silent bit rot (bytes changed in place, same size) is named instead of loaded. Restoring
+checks every leaf's shape and dtype against the caller's abstract state first, from the stored
+metadata, and names the first leaf that differs with both shapes (:func:`check_tree`, also used
+by the per-expert checkpoints in ``experts``).
 Plain arrays and JSON only (orbax/zarr/OCDBT on disk, never pickle): loading never runs code.
 
 Problems a person can fix (missing or corrupt checkpoint, a checkpoint from another config) raise
@@ -15,6 +18,9 @@ Problems a person can fix (missing or corrupt checkpoint, a checkpoint from anot
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,11 +38,14 @@ __all__ = [
     "TrainCheckpointer",
     "check_tree",
     "checkpoint_dir",
+    "file_checksums",
+    "verify_checksums",
     "failure_reason",
     "flat_tree",
 ]
 
 PARAMS_DIR, MANIFEST = "params", "manifest.json"  # a per-expert checkpoint's parts
+CHECKSUMS = "checksums.json"  # sha256 of every file of a step, written once the step is final
 EXPERT_FORMAT = "aura.expert/1"
 
 
@@ -115,6 +124,37 @@ def failure_reason(err: BaseException) -> str:
 _STATE, _META = "state", "meta"
 
 
+def file_checksums(directory: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (relative path -> hex), the checksum file aside."""
+    root = Path(directory)
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+        out[str(path.relative_to(root))] = h.hexdigest()
+    return out
+
+
+def verify_checksums(directory: str | Path, recorded: dict[str, str], where: str) -> None:
+    """Checks the files under ``directory`` against checksums recorded at save time.
+
+    Raises:
+      CheckpointError: a file missing, added or changed since the save (silent bit rot or a
+        partial copy), naming the file.
+    """
+    have = file_checksums(directory)
+    for name, digest in sorted(recorded.items()):
+        if name not in have:
+            raise CheckpointError(f"{where} is corrupt or incomplete: file {name} is missing")
+        if have[name] != digest:
+            raise CheckpointError(
+                f"{where} is corrupt or incomplete: file {name} changed since it was saved "
+                "(checksum mismatch: bit rot or a damaged copy)"
+            )
+
+
 def checkpoint_dir(path: str | Path) -> Path:
     """A run directory (holding ``ckpt/``) or a checkpoint directory -> the checkpoint directory."""
     sub = Path(path) / "ckpt"
@@ -156,6 +196,7 @@ class TrainCheckpointer:
         if save_interval_steps < 1:
             raise ValueError(f"save_interval_steps={save_interval_steps} must be >= 1")
         self.directory = Path(directory).absolute()
+        self._read_only = read_only
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} does not exist")
         policy = ocp.checkpoint_managers.LatestN(max_to_keep) if max_to_keep else None
@@ -194,6 +235,7 @@ class TrainCheckpointer:
         """
         if step in self._manager.all_steps():
             return False
+        self._seal_finished()
         meta_json = dict(to_jsonable(dict(meta or {})))
         meta_json.setdefault("step", int(step))
         meta_json.setdefault("code_version", aura.__version__)
@@ -213,6 +255,41 @@ class TrainCheckpointer:
     def step_dir(self, step: int) -> Path:
         """The directory of checkpoint `step`."""
         return self.directory / str(int(step))
+
+    def _seal_finished(self) -> None:
+        """Writes ``checksums.json`` into every committed step that has none yet.
+
+        A step is sealed only once orbax has finished it (an async save is waited for first),
+        so the checksums describe exactly the files of the final step. Process 0 writes.
+        """
+        if self._read_only or jax.process_index() != 0:
+            return
+        self._manager.wait_until_finished()
+        for step in self._manager.all_steps():
+            path = self.step_dir(step) / CHECKSUMS
+            if path.parent.is_dir() and not path.exists():
+                tmp = path.with_name(f".{CHECKSUMS}.tmp")
+                tmp.write_text(json.dumps(file_checksums(path.parent), indent=1, sort_keys=True))
+                os.replace(tmp, path)
+
+    def verify(self, step: int) -> bool:
+        """Checks step ``step``'s files against the checksums recorded when it was sealed.
+
+        Returns:
+          Whether the step had checksums to check (a step sealed by no save yet has none).
+
+        Raises:
+          CheckpointError: a file changed or went missing since the save (naming it).
+        """
+        path = self.step_dir(step) / CHECKSUMS
+        if not path.is_file():
+            return False
+        try:
+            recorded = json.loads(path.read_text())
+        except ValueError as err:
+            raise CheckpointError(f"{path} is unreadable ({err})") from err
+        verify_checksums(path.parent, recorded, f"checkpoint {self.step_dir(step)}")
+        return True
 
     def _pick(self, step: int | None) -> int:
         steps = self.all_steps()
@@ -260,6 +337,7 @@ class TrainCheckpointer:
         """
         step = self._pick(step)
         try:
+            self.verify(step)  # silent bit rot is named before anything is parsed
             state_meta = self._manager.item_metadata(step)[_STATE]
         except Exception as err:  # Orbax/tensorstore raise many types for damaged files.
             raise self._corrupt(step, err) from err
@@ -292,11 +370,14 @@ class TrainCheckpointer:
         return dict(meta or {})
 
     def wait(self) -> None:
-        """Blocks until a background save has finished (and raises its error, if any)."""
+        """Blocks until a background save has finished (and raises its error, if any), then
+        records the checksums of the finished steps."""
         self._manager.wait_until_finished()
+        self._seal_finished()
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
+        """Waits for pending saves, seals them and releases the manager."""
+        self._seal_finished()
         self._manager.close()
 
     def __enter__(self) -> TrainCheckpointer:

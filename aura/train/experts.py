@@ -36,9 +36,11 @@ from aura.train.checkpoint import (
     CheckpointError,
     check_tree,
     failure_reason,
+    file_checksums,
     flat_tree,
     key_name,
     sample_names,
+    verify_checksums,
 )
 from aura.train.metrics import to_jsonable
 
@@ -79,8 +81,8 @@ def save_expert(
       path: the expert directory, e.g. ``<root>/<zone>/expert_<i>``.
       expert_params: pytree of one expert's arrays (no leading E axis), e.g. `expert_rows(...)`.
       manifest: JSON-able facts (step, metrics, ...). `zone` and `expert` default to the names
-        in `path`; `shapes`, `dtypes`, `param_count`, `created`, `code_version` and `format` are
-        filled in.
+        in `path`; `shapes`, `dtypes`, `param_count`, `created`, `code_version`, `format` and
+        `checksums` (sha256 of every array file, checked by `load_expert`) are filled in.
 
     Returns:
       `path`.
@@ -113,6 +115,7 @@ def save_expert(
     ckptr = _single_process_checkpointer()
     try:
         ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(host))
+        full["checksums"] = file_checksums(tmp / PARAMS_DIR)  # verified by load_expert
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             json.dump(full, f, indent=2, allow_nan=False)
             f.flush()
@@ -167,6 +170,8 @@ def load_expert(path: str | Path, template: Any = None) -> tuple[Any, dict[str, 
     where = (
         f"expert checkpoint {path} (zone {manifest.get('zone')}, expert {manifest.get('expert')})"
     )
+    if isinstance(manifest.get("checksums"), dict):  # bit rot is named before parsing
+        verify_checksums(src / PARAMS_DIR, manifest["checksums"], where)
     ckptr = _single_process_checkpointer()
     try:
         try:

@@ -198,6 +198,10 @@ class _Runner:
         self.t0 = time.time()
         self.compiled = None
         self.flops = float("nan")
+        # The current evaluation period's metric sums are saved with every checkpoint, so a
+        # resumed run's records equal an uninterrupted run's (the log line's are not: its
+        # throughput would mix two processes).
+        self.period_acc, self.log_acc = MetricSums(), MetricSums()
 
     # -- state ------------------------------------------------------------------------------
     def initial_state(self):
@@ -219,6 +223,7 @@ class _Runner:
         if src is self.ckpt:
             self.history = list(meta.get("history", []))
             self.wall_before = float(meta.get("wall_s", 0.0))
+            self.period_acc = MetricSums.from_json(meta.get("period"))
             changed = _changes(meta.get("experiment", {}), to_jsonable(exp.meta()))
             changed += _changes(meta.get("loop", {}), self._loop_meta())
             if changed:
@@ -245,6 +250,7 @@ class _Runner:
             "loop": self._loop_meta(),
             "wall_s": self.wall_s(),
             "version": aura.__version__,
+            "period": self.period_acc.to_json(),
         }
         if self.ckpt.save(step, state, meta, force=force):
             self.exp.on_save(state, step)
@@ -307,14 +313,14 @@ def _run(r: _Runner) -> dict[str, Any]:
     total, eval_every = cfg.total_steps, cfg.eval_every or cfg.total_steps
     log_every = cfg.log_every or eval_every
     window: list[Any] = []
-    log_acc, period_acc, last_line = MetricSums(), MetricSums(), {}
+    last_line: dict[str, Any] = {}
     t_log, interrupted, done = time.time(), False, start
 
     def flush() -> None:
         nonlocal window
         for m in jax.device_get(window):
-            log_acc.add(m)
-            period_acc.add(m)
+            r.log_acc.add(m)
+            r.period_acc.add(m)
         window = []
 
     with logger, PreemptionGuard() as guard, jax.set_mesh(r.mesh):
@@ -333,27 +339,28 @@ def _run(r: _Runner) -> dict[str, Any]:
             if done % log_every == 0 or done == total:
                 flush()
                 dt = time.time() - t_log
-                last_line = {"step": done, **log_acc.means()}
-                last_line.update(throughput(log_acc, dt, r.flops, peak))
+                last_line = {"step": done, **r.log_acc.means()}
+                last_line.update(throughput(r.log_acc, dt, r.flops, peak))
                 last_line.pop("tokens", None)
                 if not all(math.isfinite(v) for v in last_line.values() if isinstance(v, float)):
                     raise FloatingPointError(f"non-finite metrics at step {done}: {last_line}")
                 logger.log(done, last_line, prefix="train")
                 if log_every != eval_every:
                     r.say(format_line(last_line))
-                log_acc, t_log = MetricSums(), time.time()
+                r.log_acc, t_log = MetricSums(), time.time()
             due = exp.is_eval_step(done)
             if due is None:
                 due = done % eval_every == 0 or done == total
             if due:
                 flush()
-                record = {"step": done, **exp.evaluate(state, done, period_acc.means())}
+                record = {"step": done, **exp.evaluate(state, done, r.period_acc.means())}
                 r.history.append(to_jsonable(record))
                 logger.log(done, record, prefix="eval")
                 r.say(exp.format_record(record))
-                period_acc = MetricSums()
+                r.period_acc = MetricSums()
                 r.save(state, done, force=True)
             elif cfg.save_every and done % cfg.save_every == 0:
+                flush()
                 r.save(state, done)
             stop = guard.should_stop() if jax.process_count() > 1 else guard.requested
             if stop and done < total:

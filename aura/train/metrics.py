@@ -362,6 +362,21 @@ class MetricSums:
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += other.count
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able copy (saved with a checkpoint, so a resumed period's means are exact)."""
+        return {
+            "count": self.count,
+            "sums": {k: np.asarray(v).tolist() for k, v in self.sums.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> MetricSums:
+        out = cls()
+        if data:
+            out.count = int(data["count"])
+            out.sums = {k: np.asarray(v, np.float64) for k, v in data["sums"].items()}
+        return out
+
     def means(self) -> dict[str, Any]:
         n = max(self.count, 1)
         return {k: (v / n).tolist() if np.ndim(v) else float(v / n) for k, v in self.sums.items()}

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 AURA = ROOT / "aura"
 
 # Lower layers never import higher ones; packages of one rank do not import each other.
-RANK = {"nn": 0, "data": 0, "brain": 1, "models": 2, "mixtures": 2, "train": 3, "memory": 3,
+RANK = {"nn": 0, "data": 0, "brain": 1, "models": 2, "mixtures": 2.5, "train": 3, "memory": 3,
         "experiments": 4, "serve": 5, "configs": 6, "commands": 6, "build": 7}  # fmt: skip
 
 

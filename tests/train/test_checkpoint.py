@@ -363,3 +363,37 @@ def test_no_pickle_is_written_or_read(tmp_path, monkeypatch):
     ex.save_expert(path, ex.expert_rows(_experts(), 0), {"step": 1})
     ex.load_expert(path)
     assert json.loads((path / "manifest.json").read_text())["format"] == ck.EXPERT_FORMAT
+
+
+def _zero_16_bytes(directory: Path) -> Path:
+    """Zeroes 16 bytes in place in the largest array file under ``directory`` (same size)."""
+    files = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)  # an OCDBT array data file
+    data = bytearray(target.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(16) if any(data[mid : mid + 16]) else b"\xff" * 16
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_silent_bit_rot_in_a_step_is_named_not_loaded(tmp_path):
+    with TrainCheckpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, _state(), {"epoch": 0})
+        ckpt.wait()
+        sums = json.loads((ckpt.step_dir(1) / "checksums.json").read_text())
+        assert sums and all(len(v) == 64 for v in sums.values())
+        assert ckpt.verify(1)
+        ckpt.restore(abstract_state=_state())  # intact: fine
+        hit = _zero_16_bytes(ckpt.step_dir(1) / "state")
+        with pytest.raises(CheckpointError, match=f"{hit.name} changed since it was saved"):
+            ckpt.restore(abstract_state=_state())
+
+
+def test_silent_bit_rot_in_an_expert_is_named_not_loaded(tmp_path):
+    path = expert_ckpt_path(tmp_path, "language", 0)
+    ex.save_expert(path, ex.expert_rows(_experts(), 0), {"step": 1})
+    assert json.loads((path / "manifest.json").read_text())["checksums"]
+    ex.load_expert(path)
+    _zero_16_bytes(path / "params")
+    with pytest.raises(CheckpointError, match="changed since it was saved"):
+        ex.load_expert(path)
