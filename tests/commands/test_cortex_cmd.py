@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.commands.conftest import assert_user_error, aura
+from tests.commands.conftest import aura
 from tests.experiments.cortex.fixtures import tiny_encoder_dir, write_qa
 
 TINY = ("--config=configs/cortex.py:tiny", "--notensorboard")
@@ -39,26 +39,4 @@ def test_cortex_command_end_to_end_and_rerun_restores(tmp_path):
     }
 
 
-@pytest.mark.parametrize(
-    ("extra", "needles"),
-    [
-        (("--config.reasoner.top_k=9",), ("config.reasoner.top_k=9",)),
-        (("--qa_jsonl=/nonexistent/qa.jsonl",), ("/nonexistent/qa.jsonl",)),
-        (("--phase=2",), ("--phase 2 needs phase 1's checkpoint",)),
-    ],
-)
-def test_bad_input_is_one_error_line(tmp_path, extra, needles):
-    """A few rows through the subprocess (each ~10 s); the config checks are tested in-process
-    in tests/experiments/cortex/test_config.py."""
-    proc = aura("cortex", *TINY, f"--workdir={tmp_path / 'w'}", *extra, timeout=120)
-    assert_user_error(proc, *needles)
-    assert not (tmp_path / "w" / "phase1").exists()
-
-
-def test_malformed_records_fail_with_file_and_line(tmp_path):
-    qa = write_qa(tmp_path / "qa.jsonl", contexts=15, per=1)
-    with open(qa, "a") as f:
-        f.write("{not json\n")
-    proc = aura("cortex", *TINY, f"--qa_jsonl={qa}", f"--workdir={tmp_path / 'w'}",
-                "--on_bad_record=fail", timeout=120)  # fmt: skip
-    assert_user_error(proc, f"{qa}:16")
+# Bad input: the cortex rows of tests/commands/test_bad_input.py (one subprocess for all).
