@@ -2,9 +2,11 @@
 
 Phase 1 is trained once (``<workdir>/phase1``) and frozen; every grid point trains one reasoner
 in ``<workdir>/runs/<name>`` (resumable; a finished run is restored, not retrained) and is
-measured on the DEV split (tuning never looks at test). Each dense run is the ablation matched
-in parameters to the MoE of the same experts / layers / hidden width (top-k does not change its
-size). One JSON line per run goes to ``--json`` (appended) and a summary table to stdout.
+measured on the DEV split (tuning never looks at test; note that phase 2 also selects its
+best step on dev, so these dev numbers are optimistic, which is fine for ranking). Each dense
+run is the ablation matched in parameters to the MoE of the same experts / layers / hidden width
+(top-k does not change its size). One JSON line per run goes to ``--json`` (appended) and a
+summary table to stdout.
 
     python tools/sweep_cortex.py --qa_jsonl /tmp/cortex_qa_10k.jsonl --workdir /tmp/sweep \
         --lr 1e-3,2e-3 --experts 8,16 --layers 2,4 --top_k 2,4 --kinds moe,dense \
