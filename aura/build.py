@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
     "memory_eval": ("aura.commands.memory_eval", "long-term memory benchmark: recall per policy"),
+    "cortex": ("aura.commands.cortex", "two-phase QA: Hopfield memory routing, then MoE reasoning"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

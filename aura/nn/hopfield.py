@@ -130,7 +130,10 @@ def _merge_topk(
     return top_vals, jnp.take_along_axis(all_idx, pos, axis=1)
 
 
-def _validate(memory: HopfieldMemory, queries: jax.Array, beta, top_k, chunk_size, mode) -> float:
+def validate_retrieval(
+    memory: HopfieldMemory, queries: jax.Array, beta, top_k, chunk_size, mode
+) -> float:
+    """Checks the arguments of :func:`retrieve`; returns ``beta`` as a float (ValueError else)."""
     capacity, dim = memory.patterns.shape
     if queries.ndim != 2:
         raise ValueError(f"queries must be [B, D], got shape {queries.shape}")
@@ -188,20 +191,23 @@ def retrieve(
       ValueError: on a width mismatch or a bad ``beta``, ``top_k``, ``chunk_size`` or ``mode``.
     """
     queries = jnp.asarray(queries)
-    beta = _validate(memory, queries, beta, top_k, chunk_size, mode)
+    beta = validate_retrieval(memory, queries, beta, top_k, chunk_size, mode)
     out_dtype = jnp.result_type(queries.dtype, memory.patterns.dtype)
-    scan = _ChunkScan(memory, queries.astype(out_dtype), beta, top_k, chunk_size, precision)
+    scan = ChunkScan(memory, queries.astype(out_dtype), beta, top_k, chunk_size, precision)
     if mode == "topk":
-        return scan.topk(out_dtype)
-    return scan.full(out_dtype)
+        vals, idx = scan.topk_partial()
+        gathered = memory.patterns[jnp.maximum(idx, 0)]  # [B, K, D]
+        return topk_readout(vals, idx, gathered, out_dtype, precision)
+    return full_readout(scan.full_partial(), out_dtype)
 
 
 _NEG_INF = float("-inf")
 
 
-class _ChunkScan:
+class ChunkScan:
     """The chunked scan over memory slots shared by both retrieval modes (only ``[B, chunk]``
-    logits are live at a time)."""
+    logits are live at a time); its partial results merge across memory shards
+    (``hopfield_sharded``)."""
 
     def __init__(self, memory, q, beta, top_k, chunk_size, precision):
         self.memory, self.q, self.beta, self.top_k, self.precision = (
@@ -236,25 +242,21 @@ class _ChunkScan:
         c_vals, c_pos = jax.lax.top_k(s, self.k_chunk)  # [B, k_c]
         return _merge_topk(vals, idx, c_vals, slot[c_pos], self.top_k)
 
-    def topk(self, out_dtype):
+    def topk_partial(self):
+        """The scan of ``mode="topk"``: ``(vals [B, K], idx [B, K])`` of this memory's best slots
+        (``-inf`` / stale ids where fewer than K are filled; :func:`topk_readout` masks them)."""
+
         def step(carry, i):
             _, slot, s = self.logits(i)
             return self.merge(*carry, slot, s), None
 
         (vals, idx), _ = jax.lax.scan(step, self.init_topk, self.steps)
-        ok = vals > _NEG_INF  # [B, K]
-        top = jnp.max(vals, axis=1, keepdims=True)  # [B, 1]
-        top = jnp.where(top > _NEG_INF, top, 0.0)
-        e = jnp.where(ok, jnp.exp(vals - top), 0.0)
-        denom = jnp.sum(e, axis=1, keepdims=True)
-        weights = e / jnp.where(denom > 0, denom, 1.0)
-        idx = jnp.where(ok, idx, -1)
-        gathered = self.memory.patterns[jnp.maximum(idx, 0)].astype(jnp.float32)  # [B, K, D]
-        # [B, K] x [B, K, D] -> [B, D]
-        retrieved = jnp.einsum("bk,bkd->bd", weights, gathered, precision=self.precision)
-        return retrieved.astype(out_dtype), weights, idx, vals
+        return vals, idx
 
-    def full(self, out_dtype):
+    def full_partial(self):
+        """The scan of ``mode="full"``: ``FullPartial`` (running max, running sum, weighted sum of
+        patterns, top-k logits and slots), mergeable across memory shards."""
+
         def step(carry, i):
             run_max, run_sum, acc, vals, idx = carry
             x, slot, s = self.logits(i)
@@ -276,13 +278,61 @@ class _ChunkScan:
             jnp.zeros((batch, self.dim), jnp.float32),
             *self.init_topk,
         )
-        (run_max, run_sum, acc, vals, idx), _ = jax.lax.scan(step, init, self.steps)
-        ok = vals > _NEG_INF  # [B, K]
-        denom = jnp.where(run_sum > 0, run_sum, 1.0)  # [B]
-        safe_max = jnp.where(run_max > _NEG_INF, run_max, 0.0)  # [B]
-        weights = jnp.where(ok, jnp.exp(vals - safe_max[:, None]), 0.0) / denom[:, None]
-        retrieved = acc / denom[:, None]
-        return retrieved.astype(out_dtype), weights, jnp.where(ok, idx, -1), vals
+        out, _ = jax.lax.scan(step, init, self.steps)
+        return FullPartial(*out)
+
+
+class FullPartial(NamedTuple):
+    """One memory shard's online-softmax state (``mode="full"``), all f32.
+
+    Attributes:
+      run_max: [B] largest logit seen (``-inf``: nothing stored).
+      run_sum: [B] sum of ``exp(logit - run_max)``.
+      acc: [B, D] sum of ``exp(logit - run_max) * pattern``.
+      vals: [B, K] best logits; idx: [B, K] their slots.
+    """
+
+    run_max: jax.Array
+    run_sum: jax.Array
+    acc: jax.Array
+    vals: jax.Array
+    idx: jax.Array
+
+
+def topk_readout(
+    vals: jax.Array, idx: jax.Array, gathered: jax.Array, out_dtype, precision=None
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``mode="topk"`` read-out of the K best slots: softmax over their logits, weighted sum.
+
+    Args:
+      vals: [B, K] best logits (``-inf`` where there is no slot).
+      idx: [B, K] their slots.
+      gathered: [B, K, D] their patterns (any value where ``vals`` is ``-inf``).
+      out_dtype: dtype of ``retrieved``.
+      precision: matmul precision of the read-out.
+
+    Returns:
+      ``(retrieved [B, D], weights [B, K], indices [B, K] (-1 where empty), logits [B, K])``.
+    """
+    ok = vals > _NEG_INF  # [B, K]
+    top = jnp.max(vals, axis=1, keepdims=True)  # [B, 1]
+    top = jnp.where(top > _NEG_INF, top, 0.0)
+    e = jnp.where(ok, jnp.exp(vals - top), 0.0)
+    denom = jnp.sum(e, axis=1, keepdims=True)
+    weights = e / jnp.where(denom > 0, denom, 1.0)
+    # [B, K] x [B, K, D] -> [B, D]
+    retrieved = jnp.einsum("bk,bkd->bd", weights, gathered.astype(jnp.float32), precision=precision)
+    return retrieved.astype(out_dtype), weights, jnp.where(ok, idx, -1), vals
+
+
+def full_readout(part: FullPartial, out_dtype) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``mode="full"`` read-out of a (merged) :class:`FullPartial`; see :func:`retrieve`."""
+    ok = part.vals > _NEG_INF  # [B, K]
+    denom = jnp.where(part.run_sum > 0, part.run_sum, 1.0)  # [B]
+    safe_max = jnp.where(part.run_max > _NEG_INF, part.run_max, 0.0)  # [B]
+    weights = jnp.where(ok, jnp.exp(part.vals - safe_max[:, None]), 0.0) / denom[:, None]
+    retrieved = part.acc / denom[:, None]
+    return retrieved.astype(out_dtype), weights, jnp.where(ok, part.idx, -1), part.vals
 
 
 class ModernHopfield(nn.Module):

@@ -46,6 +46,9 @@ def files(tmp_path_factory):
     build_corpus(d / "corpus", max_docs=120)
     train_tokenizer(d / "corpus" / "text", d / "tok", TokenizerConfig(vocab_size=400))
     (d / "a_file").write_text("not a directory\n")
+    (d / "bad_qa.jsonl").write_text(
+        '{"id": "1", "context": "A text.", "question": "Q?"}\n{not json\n'
+    )
     rng = np.random.default_rng(0)
     np.savez(d / "f32.npz", images=rng.random((10, 28, 28)).astype(np.float32),
              labels=np.zeros(10, np.int64))  # fmt: skip
@@ -54,6 +57,7 @@ def files(tmp_path_factory):
 
 def cases(d) -> dict[str, list[tuple[list[str], str]]]:
     jsonl, spm, f = f"--jsonl={d}/corpus/instruct.jsonl", f"--spm_model={d}/tok/spiece.model", d
+    cx = [f"--workdir={f}/cx", "--config", f"{REPO}/configs/cortex.py:tiny"]
     lm = [jsonl, spm, f"--ckpt_out={d}/lm", "--config", f"{REPO}/configs/pretrain.py:tiny"]
     return {
         "mnist": [
@@ -127,11 +131,23 @@ def cases(d) -> dict[str, list[tuple[list[str], str]]]:
             ([f"--ckpt_root={f}/z", "--joint_epochs=-1"], "--joint_epochs=-1 must be >= 0"),
         ],
         "demo": [(["stray"], "unexpected arguments")],
+        "cortex": [  # --config.<field> values: tests/experiments/cortex/test_config.py
+            ([*cx, "--top_k=99"], "config.reasoner.top_k=99"),
+            ([*cx, "--beta=0"], "config.memory.beta=0"),
+            ([*cx, "--qa_jsonl=/nope/qa.jsonl"], "/nope/qa.jsonl"),
+            ([*cx, "--phase=2"], "--phase 2 needs phase 1's checkpoint"),
+            ([*cx, "--reasoning=sparse"], "reasoning"),
+            (
+                [*cx, f"--qa_jsonl={f}/bad_qa.jsonl", "--on_bad_record=fail"],
+                f"{f}/bad_qa.jsonl:1",
+            ),
+        ],
     }
 
 
 @pytest.mark.parametrize("cmd", ["mnist", "continual", "pretrain", "chat", "tokenizer", "corpus",
-                                 "inspect", "pretrain_zones", "demo", "memory_eval"])  # fmt: skip
+                                 "inspect", "pretrain_zones", "demo", "memory_eval",
+                                 "cortex"])  # fmt: skip
 def test_bad_input_is_one_error_line_and_exit_2(files, cmd):
     table = cases(files)[cmd]
     before = sorted(p.name for p in files.iterdir())

@@ -1,7 +1,7 @@
 """The "liquid" mixture-of-experts core: router, stacked experts, sparse dispatch, losses."""
 
 from aura.nn.moe.core import LiquidMoE
-from aura.nn.moe.experts import EXPERT_KINDS, Conv1DExperts, MLPExperts
+from aura.nn.moe.experts import EXPERT_KINDS, Conv1DExperts, MLPExperts, ResidualMLPExperts
 from aura.nn.moe.losses import MoEAux
 from aura.nn.moe.router import RouterOutput, RoutingControls
 
@@ -11,6 +11,7 @@ __all__ = [
     "LiquidMoE",
     "MLPExperts",
     "MoEAux",
+    "ResidualMLPExperts",
     "RouterOutput",
     "RoutingControls",
 ]

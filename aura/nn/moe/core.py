@@ -51,7 +51,8 @@ class LiquidMoE(nn.Module):
       out_dim: output width O (default D).
       top_k: experts per token K (weights renormalised over the chosen ones).
       group_count: G > 1 enables hierarchical group gating; must divide E.
-      expert_kind: "mlp" or "conv1d".
+      expert_kind: "mlp", "conv1d" or "resmlp" (``expert_layers`` residual MLP layers each).
+      expert_layers: layers per expert of the "resmlp" kind.
       conv_channels, conv_kernel: Conv1D expert channels H and kernel width W.
       dispatch: "auto" | "capacity" | "blocked" | "ragged" | "dense" (reference; compute every
         expert). "auto" is "ragged" on GPU/TPU (also per device under a mesh whose expert axis
@@ -76,6 +77,7 @@ class LiquidMoE(nn.Module):
     top_k: int = 2
     group_count: int = 1
     expert_kind: str = "mlp"
+    expert_layers: int = 2
     conv_channels: int = 8
     conv_kernel: int = 5
     dispatch: str = "auto"
@@ -106,6 +108,10 @@ class LiquidMoE(nn.Module):
         )
         if self.expert_kind == "mlp":
             self.experts = EXPERT_KINDS["mlp"](hidden_dim=self.hidden_dim, **common)
+        elif self.expert_kind == "resmlp":
+            self.experts = EXPERT_KINDS["resmlp"](
+                hidden_dim=self.hidden_dim, num_layers=self.expert_layers, **common
+            )
         else:
             self.experts = EXPERT_KINDS["conv1d"](
                 channels=self.conv_channels, kernel_size=self.conv_kernel, **common

@@ -1,7 +1,7 @@
 """Expert banks with parameters stacked on a leading expert axis ``[E, ...]``.
 
 Shapes: E experts, C tokens per expert (capacity), M routed rows, D input width, F hidden width,
-O output width, W conv kernel width, H conv channels.
+O output width, W conv kernel width, H conv channels, L layers per expert, J a subset of experts.
 
 Every bank offers the same three ways to run its experts, so dispatch code never cares which
 kind of expert it drives:
@@ -27,6 +27,7 @@ read them (``aura.train.sharding``); the default returns plain arrays from ``ini
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -52,12 +53,15 @@ def freeze_rows(param: jax.Array, freeze: jax.Array | None) -> jax.Array:
     return jnp.where(mask, jax.lax.stop_gradient(param), param)
 
 
-def _stacked_init(base, fan_in_axis: int = 1):
-    """Initialiser for [E, fan_in, fan_out] kernels: each expert gets its own draw of ``base``."""
+def _stacked_init(base, lead: int = 1):
+    """Initialiser for ``[E, (L,) fan_in, fan_out]`` kernels: each of the ``lead`` leading
+    entries (expert, layer) gets its own draw of ``base``."""
 
     def init(key, shape, dtype=jnp.float32):
-        keys = jax.random.split(key, shape[0])
-        return jax.vmap(lambda k: base(k, shape[1:], dtype))(keys)
+        n = math.prod(shape[:lead])
+        keys = jax.random.split(key, n)
+        out = jax.vmap(lambda k: base(k, shape[lead:], dtype))(keys)  # [n, fan_in, fan_out]
+        return out.reshape(shape)  # [n, ...] -> [E, (L,) ...]
 
     return init
 
@@ -240,4 +244,88 @@ def _row_expert(group_sizes: jax.Array, num_rows: int) -> jax.Array:
     return jnp.minimum(idx, group_sizes.shape[0] - 1).astype(jnp.int32)
 
 
-EXPERT_KINDS = {"mlp": MLPExperts, "conv1d": Conv1DExperts}
+class ResidualMLPExperts(nn.Module):
+    """E experts of L pre-LayerNorm residual MLP layers each, stacked ``[E, L, ...]``.
+
+    Expert e, layer l: ``x <- x + act(LN_el(x) W1_el + b1_el) W2_el + b2_el``; the expert returns
+    the residual stream after its L layers (so ``out_dim`` must equal ``in_dim``). One einsum per
+    layer runs all experts (``batched``), ``ragged_dot`` per layer runs sorted rows (``grouped``).
+    """
+
+    num_experts: int
+    in_dim: int
+    hidden_dim: int
+    num_layers: int = 4
+    out_dim: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    activation: str = "gelu"
+    partition_params: bool = False
+
+    def setup(self):
+        E, L, D, F = self.num_experts, self.num_layers, self.in_dim, self.hidden_dim
+        if self.out_dim not in (None, D):
+            raise ValueError(f"residual experts keep the width: out_dim={self.out_dim} != {D}")
+        if L < 1:
+            raise ValueError(f"num_layers={L} must be >= 1")
+        on, pd = self.partition_params, self.param_dtype
+        kinit = _stacked_init(nn.initializers.lecun_normal(), lead=2)
+        zeros, ones = nn.initializers.zeros, nn.initializers.ones
+        names = lambda *rest: ("expert", None, *rest)
+        self.ln_scale = self.param("ln_scale", logical(ones, names("embed"), on), (E, L, D), pd)
+        self.ln_bias = self.param("ln_bias", logical(zeros, names("embed"), on), (E, L, D), pd)
+        self.w1 = self.param("w1", logical(kinit, names("embed", "mlp"), on), (E, L, D, F), pd)
+        self.b1 = self.param("b1", logical(zeros, names("mlp"), on), (E, L, F), pd)
+        self.w2 = self.param("w2", logical(kinit, names("mlp", "embed"), on), (E, L, F, D), pd)
+        self.b2 = self.param("b2", logical(zeros, names("embed"), on), (E, L, D), pd)
+
+    def _params(self, freeze):
+        names = ("ln_scale", "ln_bias", "w1", "b1", "w2", "b2")
+        return _frozen_cast({k: getattr(self, k) for k in names}, freeze, self.dtype)
+
+    def _layers(self, p: dict, x: jax.Array, matmul, per_row) -> jax.Array:
+        """The L layers over ``x``; ``matmul(h, w [E, a, b])`` applies each row's expert weight and
+        ``per_row(v [E, n])`` broadcasts a per-expert vector to the rows."""
+        act = getattr(jax.nn, self.activation)
+        for layer in range(self.num_layers):
+            h = _layer_norm(x, per_row(p["ln_scale"][:, layer]), per_row(p["ln_bias"][:, layer]))
+            u = act(matmul(h, p["w1"][:, layer]) + per_row(p["b1"][:, layer]))
+            x = x + matmul(u, p["w2"][:, layer]) + per_row(p["b2"][:, layer])
+        return x
+
+    def batched_parts(self, freeze: jax.Array | None = None) -> tuple[dict, BatchedFn]:
+        """(params [E, L, ...] frozen and cast, pure ``fn(params, x [E, C, D]) -> [E, C, D]``)."""
+        dtype = self.dtype
+
+        def fn(p: dict, x: jax.Array) -> jax.Array:
+            mm = lambda h, w: jnp.einsum("ecd,edf->ecf", h, w)  # [E, C, a] x [E, a, b]
+            return self._layers(p, x.astype(dtype), mm, lambda v: v[:, None])
+
+        return self._params(freeze), fn
+
+    def batched(self, x: jax.Array, freeze: jax.Array | None = None) -> jax.Array:
+        p, fn = self.batched_parts(freeze)
+        return fn(p, x)
+
+    def grouped(self, x: jax.Array, group_sizes: jax.Array, freeze=None) -> jax.Array:
+        p = self._params(freeze)
+        row_expert = _row_expert(group_sizes, x.shape[0])  # [M]
+        mm = lambda h, w: jax.lax.ragged_dot(h, w, group_sizes)  # [M, a] x [E, a, b] -> [M, b]
+        return self._layers(p, x.astype(self.dtype), mm, lambda v: v[row_expert])
+
+    def subset(self, x: jax.Array, idx: jax.Array, freeze=None) -> jax.Array:
+        p = jax.tree.map(lambda a: a[idx], self._params(freeze))  # [J, L, ...]
+        x = jnp.broadcast_to(x.astype(self.dtype), (idx.shape[0], *x.shape))  # [J, N, D]
+        mm = lambda h, w: jnp.einsum("jnd,jdf->jnf", h, w)
+        return self._layers(p, x, mm, lambda v: v[:, None])  # [J, N, D]
+
+
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """LayerNorm over the last axis with (broadcast) per-expert scale and bias, in f32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
+
+
+EXPERT_KINDS = {"mlp": MLPExperts, "conv1d": Conv1DExperts, "resmlp": ResidualMLPExperts}

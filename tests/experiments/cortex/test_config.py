@@ -1,0 +1,35 @@
+"""Cortex config: every bad field is refused by name; presets load; unknown keys are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from aura.experiments.cortex.config import CortexConfig
+from tests.experiments.cortex.fixtures import tiny_config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"reasoner": {"top_k": 9}}, "config.reasoner.top_k=9"),
+        ({"phase1": {"sigmas": (0.1, -1.0)}}, "config.phase1.sigmas"),
+        ({"memory": {"beta": 0.0}}, "config.memory.beta=0.0"),
+        ({"memory": {"top_k": 5}}, "config.memory.top_k=5"),
+        ({"data": {"split": (0.5, 0.5)}}, "config.data.split"),
+        ({"data": {"report_split": "train"}}, "config.data.report_split='train'"),
+        ({"phase2": {"exact_threshold": 1.5}}, "config.phase2.exact_threshold=1.5"),
+        ({"log_every": 0}, "config.log_every=0"),
+    ],
+)
+def test_bad_values_are_refused_by_name(overrides, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        tiny_config(**overrides)
+
+
+def test_unknown_keys_are_named_and_defaults_validate():
+    with pytest.raises(ValueError, match=r"unknown field\(s\) config.router.\['depth'\]"):
+        tiny_config(router={"depth": 3})
+    with pytest.raises(ValueError, match=r"unknown cortex config field\(s\) \['extra'\]"):
+        CortexConfig.from_dict({"extra": 1})
+    assert CortexConfig().validate().reasoner.num_experts == 16
+    assert tiny_config().phase1.steps == 16

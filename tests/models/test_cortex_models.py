@@ -1,0 +1,76 @@
+"""Cortex models: router shapes and identity start, reasoner shapes, MoE/dense parameter match."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aura.models.cortex import (
+    CortexRouter,
+    Reasoner,
+    block_params,
+    matched_dense_hidden,
+    moe_block_params,
+)
+
+D = 24
+
+
+def _count(tree) -> int:
+    return sum(int(np.size(x)) for x in jax.tree.leaves(tree))
+
+
+def test_router_shapes_parts_and_identity_start():
+    router = CortexRouter(dim=D, width=16, gray_hidden=32, gray_layers=2, gru_layers=3,
+                          settle_steps=2)  # fmt: skip
+    q = jax.random.normal(jax.random.key(0), (5, D))
+    params = jax.jit(router.init)(jax.random.key(1), q)["params"]
+    assert set(params) == {"input_proj", "gray", "brown", "blue"}
+    assert {k for k in params["brown"] if k.startswith("gru_")} == {"gru_0", "gru_1", "gru_2"}
+    apply = jax.jit(router.apply)
+    out = apply({"params": params}, q)
+    assert out.shape == (5, D)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    # blue starts at zero: the untrained router is the normalised query (exact NN retrieval)
+    unit = q / jnp.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(out, unit, atol=1e-6)
+    moved = jax.tree.map(lambda x: x + 0.1, params)
+    assert not np.allclose(apply({"params": moved}, q), unit, atol=1e-3)
+    plain = CortexRouter(dim=D, width=16, residual=False)
+    p2 = jax.jit(plain.init)(jax.random.key(1), q)["params"]
+    assert np.abs(np.asarray(p2["blue"]["kernel"])).sum() > 0
+
+
+@pytest.mark.parametrize(("e", "layers", "hidden", "width"), [(16, 4, 64, 128), (8, 2, 32, 48),
+                                                              (4, 3, 5, 16)])  # fmt: skip
+def test_dense_ablation_matches_the_moe_parameter_count(e, layers, hidden, width):
+    moe = Reasoner(dim=D, kind="moe", width=width, num_experts=e, expert_layers=layers,
+                   expert_hidden=hidden, top_k=2)  # fmt: skip
+    dense = moe.clone(kind="dense")
+    x = jnp.zeros((2, D))
+    pm = jax.eval_shape(moe.init, jax.random.key(0), x, x)["params"]
+    pd = jax.eval_shape(dense.init, jax.random.key(0), x, x)["params"]
+    # the shared parts are identical; the blocks match to within one hidden unit's parameters
+    shared = {k for k in pm if k != "moe"}
+    assert shared == {k for k in pd if k != "dense"}
+    assert all(_count(pm[k]) == _count(pd[k]) for k in shared)
+    assert _count(pm["moe"]) == moe_block_params(width, e, layers, hidden)
+    assert _count(pd["dense"]) == block_params("dense", width, e, layers, hidden)
+    per_unit = layers * (2 * width + 1)
+    assert abs(_count(pd["dense"]) - _count(pm["moe"])) <= per_unit / 2
+    assert matched_dense_hidden(width, e, layers, hidden) > hidden  # wider than one expert
+
+
+def test_reasoner_outputs_and_gates():
+    model = Reasoner(dim=D, kind="moe", width=16, num_experts=4, expert_layers=2,
+                     expert_hidden=8, top_k=2)  # fmt: skip
+    r = jax.random.normal(jax.random.key(2), (6, D))
+    q = jax.random.normal(jax.random.key(3), (6, D))
+    params = jax.jit(model.init)(jax.random.key(4), r, q)["params"]
+    y, aux = jax.jit(model.apply)({"params": params}, r, q)
+    assert y.shape == (6, D) and aux["load"].shape == (4,)
+    gates = jax.jit(lambda p: model.apply({"params": p}, r, q, method=Reasoner.gates))(params)
+    assert gates.shape == (6, 4)
+    np.testing.assert_allclose(np.asarray(gates).sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="reasoning kind 'sparse'"):
+        Reasoner(dim=D, kind="sparse").init(jax.random.key(0), r, q)
