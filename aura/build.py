@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
     "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
+    "mixtures": ("aura.commands.mixtures", "fit a GMM / HMM / mmm on a file or the digits"),
+    "cerebrum": ("aura.commands.cerebrum", "Cerebrum: experts spawned on a regime-change stream"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

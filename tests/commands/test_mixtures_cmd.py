@@ -1,0 +1,138 @@
+"""``python -m aura.build mixtures``: tiny GMM/HMM fits end to end, and bad inputs -> exit 2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from aura.mixtures.manager import MM
+from tests.commands.conftest import assert_user_error, aura
+
+TINY = "--config=configs/mixtures.py:tiny"
+
+
+def _points(n=200, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    half = rng.normal(size=(n // 2, d))
+    return np.concatenate([half, rng.normal(size=(n // 2, d)) + 6]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good and bad input files, made once."""
+    d = tmp_path_factory.mktemp("mixtures_data")
+    np.save(d / "x.npy", _points())
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(4, 9, size=30)
+    np.savez(d / "seqs.npz", x=rng.normal(size=(lengths.sum(), 2)), lengths=lengths)
+    bad = _points()
+    bad[17, 1] = np.nan
+    np.save(d / "nan.npy", bad)
+    (d / "inf.csv").write_text("a,b\n1,2\n3,inf\n5,6\n")
+    np.save(d / "rank.npy", np.zeros((4, 3, 2, 1)))
+    np.save(d / "few.npy", _points()[:4])
+    const = _points()
+    const[:, 2] = 3.0
+    np.save(d / "const.npy", const)
+    (d / "bad.csv").write_text("a,b\n1,2\n3,x\n")
+    (d / "ragged.csv").write_text("1,2\n3\n")
+    (d / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    with open(d / "obj.npy", "wb") as f:
+        np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (d / "x.pkl").write_bytes(pickle.dumps([1, 2]))
+    np.save(d / "e4.npy", np.zeros((20, 4), np.float32))
+    np.savez(d / "badlen.npz", x=np.zeros((10, 2)), lengths=np.array([4, 4]))
+    return d
+
+
+def _result(proc, out):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert printed == json.loads(out.read_text())
+    return printed
+
+
+def test_gmm_on_a_file_end_to_end(files, tmp_path):
+    out, work = tmp_path / "m.json", tmp_path / "work"
+    proc = aura("mixtures", TINY, f"--data={files / 'x.npy'}", "--n_components=2",
+                f"--workdir={work}", f"--metrics_out={out}")  # fmt: skip
+    r = _result(proc, out)
+    for key in ("train_ll", "eval_ll", "iterations", "converged", "fit_s"):
+        assert key in r, key
+    assert r["model"] == "gmm" and r["n_train"] == 160 and r["n_eval"] == 40
+    assert r["converged"] is True and 1 <= r["iterations"] <= 20
+    assert abs(r["train_ll"] - r["eval_ll"]) < 0.5  # two well-separated blobs: no overfit
+    saved = MM.load(work / "model", model_type="gmm")
+    assert saved.get_means().shape == (2, 3)
+    assert json.loads((work / "record.json").read_text())["eval_ll"] == r["eval_ll"]
+    # the same command again replaces the model (same type): allowed
+    again = aura("mixtures", TINY, f"--data={files / 'x.npy'}", "--n_components=2",
+                 f"--workdir={work}", f"--metrics_out={out}")  # fmt: skip
+    assert _result(again, out)["eval_ll"] == r["eval_ll"]
+
+
+def test_hmm_on_sequences_with_lengths(files, tmp_path):
+    out = tmp_path / "m.json"
+    proc = aura("mixtures", TINY, "--model=hmm", f"--data={files / 'seqs.npz'}",
+                "--n_components=2", "--n_mix=1", f"--workdir={tmp_path / 'w'}",
+                f"--metrics_out={out}")  # fmt: skip
+    r = _result(proc, out)
+    assert r["model"] == "hmm" and r["n_train"] == 24 and r["n_eval"] == 6
+    assert r["train_ll_per_frame"] < 0 and np.isfinite(r["eval_ll"])
+    assert MM.load(tmp_path / "w" / "model", model_type="hmm").config["n_states"] == 2
+
+
+def _bad(files, name):
+    return f"--data={files / name}"
+
+
+# (extra arguments, text the error line must contain)
+BAD = {
+    "nan_row": (["nan.npy"], ["nan.npy: row 17 contains NaN"]),
+    "inf_row_csv": (["inf.csv"], ["inf.csv: row 1 contains inf"]),
+    "wrong_rank": (["rank.npy"], ["rank.npy", "expected points"]),
+    "fewer_points_than_components": (["few.npy", "--n_components=5"], ["few.npy", "fewer than"]),
+    "singular_without_reg": (
+        ["const.npy", "--config.model_config.reg_covar=0.0"],
+        ["const.npy: feature 2 is constant"],
+    ),
+    "bad_csv": (["bad.csv"], ["bad.csv:3: non-numeric"]),
+    "ragged_csv": (["ragged.csv"], ["ragged.csv:2: 1 columns, expected 2"]),
+    "corrupt_npz": (["corrupt.npz"], ["corrupt.npz", "corrupt"]),
+    "pickled_npy": (["obj.npy"], ["obj.npy", "not a numeric .npy"]),
+    "unknown_suffix": (["x.pkl"], ["x.pkl: unknown file type"]),
+    "missing_file": (["nope.npy"], ["nope.npy does not exist"]),
+    "eval_width": (["x.npy", "--eval_data=EVAL"], ["e4.npy: 4 features per row", "x.npy has 3"]),
+    "bad_lengths": (["badlen.npz", "--model=hmm"], ["lengths sum to 8 but there are 10 frames"]),
+    "bad_enum": (["x.npy", "--covariance=tied"], ["covariance"]),
+    "bad_eval_fraction": (["x.npy", "--eval_fraction=1.5"], ["eval_fraction=1.5"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_error_line_and_writes_nothing(case, files, tmp_path):
+    args, needles = BAD[case]
+    args = [_bad(files, args[0])] + [a.replace("EVAL", str(files / "e4.npy")) for a in args[1:]]
+    work, out = tmp_path / "work", tmp_path / "m.json"
+    proc = aura("mixtures", TINY, *args, f"--workdir={work}", f"--metrics_out={out}")
+    assert_user_error(proc, *needles)
+    assert not work.exists() and not out.exists()
+
+
+def test_workdir_holding_another_model_type_or_a_damaged_save_is_refused(files, tmp_path):
+    work = tmp_path / "work"
+    MM("gmm", n_components=2).fit(_points()).save(work / "model")
+    before = sorted(p.name for p in work.rglob("*"))
+    proc = aura("mixtures", TINY, "--model=hmm", f"--data={files / 'seqs.npz'}",
+                f"--workdir={work}")  # fmt: skip
+    assert_user_error(proc, "holds a saved 'gmm' model, not 'hmm'", "--workdir")
+    assert sorted(p.name for p in work.rglob("*")) == before  # nothing touched
+    (work / "model" / "manifest.json").write_text("{not json")
+    proc = aura("mixtures", TINY, f"--data={files / 'x.npy'}", f"--workdir={work}")
+    assert_user_error(proc, "manifest.json is missing or unreadable", "refusing to overwrite")
+    (tmp_path / "file").write_text("x")
+    proc = aura("mixtures", TINY, f"--data={files / 'x.npy'}", f"--workdir={tmp_path / 'file'}")
+    assert_user_error(proc, "is not a directory")
