@@ -10,6 +10,7 @@ is one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 from absl import flags
@@ -55,8 +56,18 @@ def command_help(name: str, module) -> str:
 
 
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """One ``error:`` line on stderr, exit code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def _parse_error(err: Exception) -> str:
+    """A flag error in one line; a config file that raised keeps only its exception line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1:
+        raised = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
+        return f"{lines[0]} {raised[-1] if raised else lines[-1]}"
+    return lines[0] if lines else type(err).__name__
 
 
 def run(argv: list[str]) -> None:
@@ -75,11 +86,17 @@ def run(argv: list[str]) -> None:
     try:
         positional = flags.FLAGS([f"aura {name}", *rest])
     except flags.Error as err:
-        fail(f"{err}; see `python -m aura.build {name} --help`")
+        fail(f"{_parse_error(err)}; see `python -m aura.build {name} --help`")
     except Exception as err:  # a --config file that does not load (missing, bad preset, ...)
-        fail(f"{type(err).__name__}: {err}")
+        fail(f"{type(err).__name__}: {_parse_error(err)}")
     if len(positional) > 1:
         fail(f"unexpected arguments {positional[1:]}; flags take the form --name=value")
+    if "config" in flags.FLAGS:  # a config file that failed to load reports only when read
+        try:
+            flags.FLAGS.config.keys()
+        except Exception as err:
+            fail(f"--config={flags.FLAGS['config'].serialize().split('=', 1)[-1]}: "
+                 f"{_parse_error(err)}")  # fmt: skip
     # orbax logs every save at INFO through absl, and warns about read-only managers: keep the
     # console to AURA's own lines unless --verbosity asks for more.
     verbose = flags.FLAGS["verbosity"].present

@@ -21,8 +21,8 @@ import sys
 
 from absl import flags
 
-from aura.commands.common import fail, guarded
-from aura.serve.chat import Chat
+from aura.commands.common import guarded, validated
+from aura.serve.chat import Chat, clean_text, validate_sampling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("spm_model", None, "SentencePiece model the adapter was trained with")
@@ -31,16 +31,38 @@ flags.DEFINE_string("ckpt_root", None, "zone checkpoints (pretrain_zones): compo
 flags.DEFINE_string("prompt", None, "one prompt; without it, an interactive session")
 flags.DEFINE_integer("max_len", 256, "longest prompt kept (cut from the left)")
 flags.DEFINE_integer("gen_len", 64, "tokens to generate at most")
-flags.DEFINE_float("temperature", 1.0, "sampling temperature (0: greedy; wins over the heads)")
+flags.DEFINE_float("temperature", 1.0, "sampling temperature >= 0 (0: greedy; wins over heads)")
 flags.DEFINE_integer("top_k", 0, "keep the k most likely tokens (0: off)")
-flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass (1: off)")
+flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass in (0, 1] (1: off)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
+
+
+def _lines():
+    """Prompts read from stdin (bad UTF-8 replaced and counted); ends on EOF or a closed stdin."""
+    if sys.stdin is None or sys.stdin.closed:
+        print("stdin is closed: nothing to read", file=sys.stderr)
+        return
+    sys.stdin.reconfigure(errors="surrogateescape")
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, OSError, RuntimeError):  # EOF, or stdin lost mid-session
+            return
+        yield line
+
+
+def _clean(text: str) -> str:
+    text, bad = clean_text(text)
+    if bad:
+        print(f"[{bad} bytes that are not UTF-8 replaced]", file=sys.stderr)
+    return text
 
 
 def main(argv):
     del argv
-    if FLAGS.gen_len < 1 or FLAGS.max_len < 4:
-        fail(f"--gen_len={FLAGS.gen_len} must be >= 1 and --max_len={FLAGS.max_len} >= 4")
+    temperature = FLAGS.temperature if FLAGS["temperature"].present else None
+    validated(lambda: validate_sampling(
+        FLAGS.gen_len, FLAGS.max_len, temperature, FLAGS.top_k, FLAGS.top_p))  # fmt: skip
     chat = guarded(lambda: Chat(FLAGS.ckpt, FLAGS.spm_model, ckpt_root=FLAGS.ckpt_root))
     explicit = FLAGS["temperature"].present or "hypothalamus" not in chat.heads
     opts = dict(
@@ -51,19 +73,13 @@ def main(argv):
         top_p=FLAGS.top_p,
     )
     if FLAGS.prompt is not None:
-        chat.answer(FLAGS.prompt, seed=FLAGS.seed, **opts)
+        chat.answer(_clean(FLAGS.prompt), seed=FLAGS.seed, **opts)
         return
     print("AURA chat: type a prompt, Ctrl-D or Ctrl-C to quit.", file=sys.stderr)
-    turn = 0
     try:
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                break
+        for turn, line in enumerate(_lines()):
             if line.strip():
-                chat.answer(line, seed=FLAGS.seed + turn, **opts)
-                turn += 1
+                chat.answer(_clean(line), seed=FLAGS.seed + turn, **opts)
     except KeyboardInterrupt:
         pass
     print("bye", file=sys.stderr)

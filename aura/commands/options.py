@@ -14,6 +14,7 @@ one is refused by the config's validation, never replaced by the preset's value)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.resources
 from collections.abc import Sequence
@@ -85,9 +86,13 @@ def apply_aliases(
 ) -> ml_collections.ConfigDict:
     """Sets the config field of every alias given on the command line.
 
+    Returns:
+      A copy of ``config`` with the aliases applied (the parsed flag value is left alone).
+
     Raises:
       ValueError: a value the field cannot hold (naming the flag).
     """
+    config = copy.deepcopy(config)
     for a in aliases:
         if values[a.name].present:
             value = dict(a.convert).get(values[a.name].value, values[a.name].value)

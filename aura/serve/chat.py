@@ -25,7 +25,34 @@ from aura.models.adapter import SelfTeachingAdapter
 from aura.models.zone_heads import compose_controls
 from aura.serve.sampling import Generator
 
-__all__ = ["Chat"]
+__all__ = ["Chat", "clean_text", "validate_sampling"]
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """Text as it came from argv or stdin, with bytes that are not UTF-8 replaced by U+FFFD.
+
+    Python hands undecodable bytes over as lone surrogates (``surrogateescape``); SentencePiece
+    cannot encode those. Returns ``(clean text, number of bytes replaced)``.
+    """
+    raw = text.encode("utf-8", "surrogateescape")
+    clean = raw.decode("utf-8", "replace")
+    return clean, clean.count("\ufffd") - text.count("\ufffd")
+
+
+def validate_sampling(gen_len: int, max_len: int, temperature, top_k: int, top_p: float) -> None:
+    """Raises ValueError for sampling settings that cannot mean what they say.
+
+    ``temperature`` 0 is greedy decoding (None: the hypothalamus' or 1.0); ``top_k`` 0 and
+    ``top_p`` 1 switch those filters off.
+    """
+    if gen_len < 1 or max_len < 4:
+        raise ValueError(f"--gen_len={gen_len} must be >= 1 and --max_len={max_len} >= 4")
+    if temperature is not None and not temperature >= 0:
+        raise ValueError(f"--temperature={temperature} must be >= 0 (0: greedy decoding)")
+    if top_k < 0:
+        raise ValueError(f"--top_k={top_k} must be >= 0 (0: off)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"--top_p={top_p} must be in (0, 1] (1: off)")
 
 
 class Chat:

@@ -15,9 +15,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def aura(*args: str, timeout: int = 600, cwd=None, **kw) -> subprocess.CompletedProcess:
     """``python -m aura.build *args`` on the CPU; captured text output."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **kw.pop("env", {})}
+    kw.setdefault("text", True)
     return subprocess.run(
-        [sys.executable, "-m", "aura.build", *args], capture_output=True, text=True,
-        timeout=timeout, cwd=cwd or REPO, env=env, **kw,
+        [sys.executable, "-m", "aura.build", *args], capture_output=True, timeout=timeout,
+        cwd=cwd or REPO, env=env, **kw,
     )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from aura.experiments.continual.method import (
 )
 from aura.train import loop
 from aura.train.metrics import format_line
+from aura.train.rundir import RunLock
 
 __all__ = ["ContinualExperiment", "run"]
 
@@ -164,6 +165,11 @@ def run(
       seconds), with ``interrupted: true`` if SIGTERM/SIGINT stopped a run (rerun to resume).
     """
     cfg.validate()
+    with RunLock(workdir):  # method and baseline: one writer for the whole run
+        return _run(cfg, data, workdir, tensorboard, log)
+
+
+def _run(cfg, data, workdir, tensorboard, log) -> dict:
     runs = [("method", False)] + ([("baseline", True)] if cfg.baseline else [])
     result: dict[str, Any] = {"scenario": cfg.scenario, "epochs_per_task": cfg.epochs_per_task,
                               "seed": cfg.seed, "interrupted": False}  # fmt: skip

@@ -70,10 +70,14 @@ def _check_artefact(zone: str, name: str, path: Path, verify: bool) -> Entry:
         manifest = read_json(mpath)
     except CheckpointError as err:
         return dataclasses.replace(entry, status="corrupt", message=str(err))
-    entry.shapes = {k: list(v) for k, v in dict(manifest.get("shapes") or {}).items()}
-    entry.param_count = manifest.get("param_count")
-    entry.step = manifest.get("step")
-    entry.metrics = dict(manifest.get("metrics") or {})
+    try:
+        entry.shapes = {str(k): list(v) for k, v in dict(manifest.get("shapes") or {}).items()}
+        entry.param_count = manifest.get("param_count")
+        entry.step = manifest.get("step")
+        entry.metrics = dict(manifest.get("metrics") or {})
+    except (TypeError, ValueError) as err:  # a hand-edited or damaged manifest
+        msg = f"{mpath} has fields of the wrong type ({type(err).__name__}: {err})"
+        return dataclasses.replace(entry, status="corrupt", message=msg)
     try:
         params = load_expert(path)[0] if verify else None
     except CheckpointError as err:  # the manifest's facts still show; the arrays do not read
