@@ -38,6 +38,8 @@ ALIASES = (
     Alias("classifier", "classifier", "boolean", "embedded digits: one model per class"),
     Alias("seed", "seed", "integer", "split and initialisation seed"),
     Alias("max_iter", "model_config.max_iter", "integer", "EM iterations at most (gmm, hmm)"),
+    Alias("reg_covar", "model_config.reg_covar", "float",
+          "added to covariance diagonals (0: a singular covariance is an error)"),
 )  # fmt: skip
 define_aliases(ALIASES)
 flags.DEFINE_string("workdir", None, "where the fitted model and record.json go (none: not saved)")

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from aura.experiments.mixtures import StreamConfig, run_cerebrum_stream
 from aura.mixtures.cerebrum import Cerebrum
 from aura.train import loop
 from configs.cerebrum import get_config
-from tests.commands.conftest import assert_user_error, aura
+from tests.commands.conftest import assert_user_error, aura, run_cases
 
 TINY = "--config=configs/cerebrum.py:tiny"
 
@@ -78,27 +76,31 @@ def test_existing_checkpoint_of_another_config_or_noresume_is_refused(tmp_path):
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
-# (extra arguments, text the error line must contain); a workdir that does not exist yet
-BAD = {
-    "no_regimes": (["--n_regimes=0"], ["n_regimes"]),
-    "zero_capacity": (["--capacity=0"], ["capacity"]),
-    "top_k_zero": (["--top_k=0"], ["top_k=0"]),
-    "novel_fraction": (["--novel_fraction=1.5"], ["novel_fraction=1.5"]),
-    "unknown_field": (["--config.controller.bogus=1"], ["bogus"]),
-    "batch_size": (["--batch_size=1"], ["batch_size"]),
-}
+# (arguments after TINY, text the error line must contain); FILE is a file, not a directory
+BAD = [
+    (["--n_regimes=0"], "n_regimes=0 must be >= 1"),
+    (["--batch_size=1"], "batch_size=1 must be >= 2"),
+    (["--dim=-1"], "dim=-1 must be >= 1"),
+    (["--capacity=0"], "capacity"),
+    (["--top_k=0"], "top_k=0 must be >= 1"),
+    (["--novel_fraction=1.5"], "novel_fraction=1.5 must be in (0, 1]"),
+    (["--config.controller.bogus=1"], "bogus"),
+    (["--config=configs/cerebrum.py:huge"], "unknown preset 'huge'"),
+    (["--workdir=FILE"], "is not a directory"),
+    (["stray"], "unexpected arguments ['stray']"),
+]
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_settings_are_one_error_line_and_write_nothing(case, tmp_path):
-    args, needles = BAD[case]
-    work, out = tmp_path / "work", tmp_path / "c.json"
-    proc = aura("cerebrum", TINY, *args, f"--workdir={work}", f"--metrics_out={out}")
-    assert_user_error(proc, *needles)
-    assert not work.exists() and not out.exists()
-
-
-def test_workdir_that_is_a_file_is_refused(tmp_path):
+def test_bad_settings_are_one_error_line_and_write_nothing(tmp_path):
+    """Every case through the real entry point (one process re-parsing the flags per case)."""
     (tmp_path / "file").write_text("x")
-    proc = aura("cerebrum", TINY, f"--workdir={tmp_path / 'file'}")
-    assert_user_error(proc, "is not a directory")
+    table = []
+    for i, (args, _) in enumerate(BAD):
+        args = [a.replace("FILE", str(tmp_path / "file")) for a in args]
+        table.append([TINY, f"--workdir={tmp_path}/w{i}", *args, f"--metrics_out={tmp_path}/m{i}"])
+    for (args, needle), res in zip(BAD, run_cases("cerebrum", table), strict=True):
+        lines = [line for line in res["stderr"].splitlines() if line.strip()]
+        assert res["code"] == 2, (args, res)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, res["stderr"])
+        assert needle in lines[0], (args, needle, lines[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no workdir, no metrics file

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aura.mixtures.manager import MM
-from tests.commands.conftest import assert_user_error, aura
+from tests.commands.conftest import assert_user_error, aura, run_cases
 
 TINY = "--config=configs/mixtures.py:tiny"
 
@@ -37,6 +37,9 @@ def files(tmp_path_factory):
     const = _points()
     const[:, 2] = 3.0
     np.save(d / "const.npy", const)
+    rank2 = np.repeat(_points()[:2], 30, axis=0)
+    rank2[:, 2] = np.arange(60)  # no constant feature, but only rank 2 in 3-D
+    np.save(d / "singular.npy", rank2)
     (d / "bad.csv").write_text("a,b\n1,2\n3,x\n")
     (d / "ragged.csv").write_text("1,2\n3\n")
     (d / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
@@ -85,41 +88,47 @@ def test_hmm_on_sequences_with_lengths(files, tmp_path):
     assert MM.load(tmp_path / "w" / "model", model_type="hmm").config["n_states"] == 2
 
 
-def _bad(files, name):
-    return f"--data={files / name}"
+# (arguments after TINY, text the error line must contain); FILES/ stands for the data folder
+BAD = [
+    (["--data=FILES/nan.npy"], "nan.npy: row 17 contains NaN"),
+    (["--data=FILES/inf.csv"], "inf.csv: row 1 contains inf"),
+    (["--data=FILES/rank.npy"], "expected points of shape [N, D], got shape (4, 3, 2, 1)"),
+    (["--data=FILES/few.npy", "--n_components=5"], "has 3 point(s), fewer than the 5 needed"),
+    (["--data=FILES/const.npy", "--reg_covar=0"], "const.npy: feature 2 is constant"),
+    (["--data=FILES/singular.npy", "--reg_covar=0", "--n_components=2", "--covariance=full"],
+     "singular.npy: fitting failed"),
+    (["--data=FILES/bad.csv"], "bad.csv:3: non-numeric value"),
+    (["--data=FILES/ragged.csv"], "ragged.csv:2: 1 columns, expected 2"),
+    (["--data=FILES/corrupt.npz"], "corrupt.npz is a corrupt .npz archive"),
+    (["--data=FILES/obj.npy"], "obj.npy is not a numeric .npy array"),
+    (["--data=FILES/x.pkl"], "x.pkl: unknown file type '.pkl'"),
+    (["--data=FILES/nope.npy"], "nope.npy does not exist"),
+    (["--data=FILES/x.npy", "--eval_data=FILES/e4.npy"], "e4.npy: 4 features per row, but"),
+    (["--data=FILES/badlen.npz", "--model=hmm"], "lengths sum to 8 but there are 10 frames"),
+    (["--data=FILES/x.npy", "--covariance=tied"], "--covariance=tied"),
+    (["--data=FILES/x.npy", "--model=vae"], "--model=vae"),
+    (["--data=FILES/x.npy", "--eval_fraction=1.5"], "eval_fraction=1.5 must be in (0, 1)"),
+    (["--data=FILES/x.npy", "--n_components=0"], "n_components"),
+    (["--data=FILES/x.npy", "--config=configs/mixtures.py:huge"], "unknown preset 'huge'"),
+    (["--data=FILES/x.npy", "stray"], "unexpected arguments ['stray']"),
+]  # fmt: skip
 
 
-# (extra arguments, text the error line must contain)
-BAD = {
-    "nan_row": (["nan.npy"], ["nan.npy: row 17 contains NaN"]),
-    "inf_row_csv": (["inf.csv"], ["inf.csv: row 1 contains inf"]),
-    "wrong_rank": (["rank.npy"], ["rank.npy", "expected points"]),
-    "fewer_points_than_components": (["few.npy", "--n_components=5"], ["few.npy", "fewer than"]),
-    "singular_without_reg": (
-        ["const.npy", "--config.model_config.reg_covar=0.0"],
-        ["const.npy: feature 2 is constant"],
-    ),
-    "bad_csv": (["bad.csv"], ["bad.csv:3: non-numeric"]),
-    "ragged_csv": (["ragged.csv"], ["ragged.csv:2: 1 columns, expected 2"]),
-    "corrupt_npz": (["corrupt.npz"], ["corrupt.npz", "corrupt"]),
-    "pickled_npy": (["obj.npy"], ["obj.npy", "not a numeric .npy"]),
-    "unknown_suffix": (["x.pkl"], ["x.pkl: unknown file type"]),
-    "missing_file": (["nope.npy"], ["nope.npy does not exist"]),
-    "eval_width": (["x.npy", "--eval_data=EVAL"], ["e4.npy: 4 features per row", "x.npy has 3"]),
-    "bad_lengths": (["badlen.npz", "--model=hmm"], ["lengths sum to 8 but there are 10 frames"]),
-    "bad_enum": (["x.npy", "--covariance=tied"], ["covariance"]),
-    "bad_eval_fraction": (["x.npy", "--eval_fraction=1.5"], ["eval_fraction=1.5"]),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_is_one_error_line_and_writes_nothing(case, files, tmp_path):
-    args, needles = BAD[case]
-    args = [_bad(files, args[0])] + [a.replace("EVAL", str(files / "e4.npy")) for a in args[1:]]
-    work, out = tmp_path / "work", tmp_path / "m.json"
-    proc = aura("mixtures", TINY, *args, f"--workdir={work}", f"--metrics_out={out}")
-    assert_user_error(proc, *needles)
-    assert not work.exists() and not out.exists()
+def test_bad_input_is_one_error_line_and_writes_nothing(files, tmp_path):
+    """Every case through the real entry point (one process re-parsing the flags per case):
+    exit 2, one ``error:`` line naming the file/row, no traceback, no workdir, no metrics."""
+    table = []
+    for i, (args, _) in enumerate(BAD):
+        args = [a.replace("FILES", str(files)) for a in args]
+        table.append([TINY, *args, f"--workdir={tmp_path}/w{i}", f"--metrics_out={tmp_path}/m{i}"])
+    before = sorted(p.name for p in files.iterdir())
+    for (args, needle), res in zip(BAD, run_cases("mixtures", table), strict=True):
+        lines = [line for line in res["stderr"].splitlines() if line.strip()]
+        assert res["code"] == 2, (args, res)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, res["stderr"])
+        assert needle in lines[0], (args, needle, lines[0])
+    assert not list(tmp_path.iterdir())  # no workdir, no metrics file
+    assert sorted(p.name for p in files.iterdir()) == before
 
 
 def test_workdir_holding_another_model_type_or_a_damaged_save_is_refused(files, tmp_path):

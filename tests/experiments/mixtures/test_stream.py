@@ -1,5 +1,6 @@
 """The Cerebrum stream: pure batches, a cold start (no legacy expert), the default 5-regime
-stream (about 9 CPU seconds). The tiny stream end to end and its exact resume: tests/commands/test_cerebrum_cmd."""
+stream (about 9 CPU seconds). The tiny stream end to end and its exact resume are in
+tests/commands/test_cerebrum_cmd.py."""
 
 import numpy as np
 import pytest
