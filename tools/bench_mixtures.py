@@ -12,6 +12,11 @@ log-likelihoods are printed beside them to show it. aura's time is measured warm
 compiling fit on the same shapes); its first-call time (with compilation) is reported too.
 Medians over `--repeats` runs in this one process; the ratio is reference / aura (> 1: aura is
 faster). scikit-learn and hmmlearn are the `dev` extra's test/benchmark dependencies.
+
+A second table: log-likelihoods at FIXED parameters (scikit-learn's fitted GMMs; random valid
+HMMs), aura in float32 against the float64 references, as relative differences (GMM: the mean
+per-sample log-likelihood, as `score`; HMM: the total, as hmmlearn's `score`, for both the scan
+and the associative-scan forward pass).
 """
 
 from __future__ import annotations
@@ -123,6 +128,70 @@ def bench_hmm(
     }  # fmt: skip
 
 
+def _relative(ours: float, ref: float) -> float:
+    return abs(ours - ref) / abs(ref)
+
+
+def agreement_gmm(cov: str) -> dict:
+    """Mean per-sample log-likelihood on held-out points at scikit-learn's fitted (float64)
+    parameters, cast to aura's float32."""
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(4, 8)) * 4
+    x = centers[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 8)) * rng.uniform(0.5, 2, 8)
+    sk = SkGMM(4, covariance_type=cov, random_state=0).fit(x[:2000])
+    gm = GaussianMixture(4, covariance_type=cov)
+    gm.params = {"weights": sk.weights_, "means": sk.means_, "covariances": sk.covariances_}
+    gm.params = {k: np.asarray(v, np.float32) for k, v in gm.params.items()}
+    held = x[2000:]
+    ours, ref = gm.score_samples(held), sk.score_samples(held)
+    return {
+        "problem": f"GMM {cov} (K=4, D=8, 1,000 held-out points)", "reference": "sklearn",
+        "rel_diff": _relative(float(np.mean(ours)), float(np.mean(ref))),
+        "max_rel_diff_per_sample": float(np.max(np.abs(ours - ref) / np.abs(ref))),
+    }  # fmt: skip
+
+
+def agreement_hmm(cov: str, n_mix: int) -> dict:
+    """Total log-likelihood of 200 sequences at random valid parameters (scan and associative
+    scan forward passes against hmmlearn)."""
+    rng = np.random.default_rng(3)
+    s, d = 4, 3
+    lengths = rng.integers(20, 61, 200)
+    x = rng.normal(size=(int(lengths.sum()), d)) * 2
+    a = rng.uniform(0.2, 1.0, (s, d, d))
+    base = {
+        "full": a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(d),
+        "diag": rng.uniform(0.3, 2.0, (s, d)),
+        "spherical": rng.uniform(0.3, 2.0, s),
+    }[cov]
+    p = {"startprob": rng.dirichlet(np.ones(s)), "transmat": rng.dirichlet(np.ones(s), size=s),
+         "weights": rng.dirichlet(np.ones(n_mix), size=s),
+         "means": rng.normal(size=(s, n_mix, d)) * 2,
+         "covariances": np.stack([base] * n_mix, axis=1)}  # fmt: skip
+    if n_mix == 1:
+        ref = hmmlearn_hmm.GaussianHMM(s, covariance_type=cov, init_params="")
+        ref.means_, ref.covars_ = p["means"][:, 0], p["covariances"][:, 0]
+    else:
+        ref = hmmlearn_hmm.GMMHMM(s, n_mix, covariance_type=cov, init_params="")
+        ref.weights_, ref.means_, ref.covars_ = p["weights"], p["means"], p["covariances"]
+    ref.startprob_, ref.transmat_, ref.n_features = p["startprob"], p["transmat"], d
+    total = float(ref.score(x, lengths))
+    out = {"problem": f"HMM {cov} S={s} M={n_mix} (200 sequences, T 20..60)",
+           "reference": "hmmlearn " + ("GaussianHMM" if n_mix == 1 else "GMMHMM")}  # fmt: skip
+    for method in ("scan", "associative"):
+        hm = HiddenMarkov(s, n_mix, covariance_type=cov, method=method)
+        hm.params = {k: np.asarray(v, np.float32) for k, v in p.items()}
+        out[f"rel_diff_{method}"] = _relative(float(hm.score(x, lengths)), total)
+    out["rel_diff"] = max(out["rel_diff_scan"], out["rel_diff_associative"])
+    return out
+
+
+def print_agreement(rows: list[dict]) -> None:
+    print(f"\n{'log-likelihood at fixed parameters (float32)':48s} {'ref':>20s} {'rel diff':>10s}")
+    for r in rows:
+        print(f"{r['problem']:48s} {r['reference']:>20s} {r['rel_diff']:10.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", default=None, help="write results here")
@@ -148,8 +217,12 @@ def main() -> None:
             f"{r['aura_median_s']:8.2f} {r['ratio_ref_over_aura']:6.1f}x  "
             f"{r['ref_ll']:.4g} / {r['aura_ll']:.4g}"
         )
+    agreement = [agreement_gmm(c) for c in ("full", "diag", "spherical")]
+    agreement += [agreement_hmm(c, m) for m in (1, 2) for c in ("full", "diag", "spherical")]
+    print_agreement(agreement)
     out = {
-        "rows": rows, "repeats": args.repeats, "quick": args.quick, "jax": jax.__version__,
+        "rows": rows, "agreement": agreement, "repeats": args.repeats, "quick": args.quick,
+        "jax": jax.__version__,
         "backend": jax.default_backend(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "note": "shared machine: other processes may run; times are medians in one process",
     }  # fmt: skip
