@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from aura.experiments.mixtures import StreamConfig, run_cerebrum_stream
 from aura.mixtures.cerebrum import Cerebrum
 from aura.train import loop
 from configs.cerebrum import get_config
-from tests.commands.conftest import assert_user_error, aura, run_cases
+from tests.commands.conftest import aura, run_cases
 
 TINY = "--config=configs/cerebrum.py:tiny"
 
 
+@pytest.mark.slow  # 9-11 CPU-s: a subprocess or a compiled stream
 def test_tiny_stream_end_to_end(tmp_path):
     out, work = tmp_path / "c.json", tmp_path / "work"
     proc = aura("cerebrum", TINY, f"--workdir={work}", f"--metrics_out={out}")
@@ -66,13 +69,18 @@ def test_stop_mid_stream_then_rerun_equals_an_uninterrupted_run(tmp_path, monkey
     assert a["timeline"] == b["timeline"]
 
 
+@pytest.mark.slow  # 9-11 CPU-s: a subprocess or a compiled stream
 def test_existing_checkpoint_of_another_config_or_noresume_is_refused(tmp_path):
     run_cerebrum_stream(_tiny(tmp_path), log=lambda s: None)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    proc = aura("cerebrum", TINY, "--dim=5", f"--workdir={tmp_path}")
-    assert_user_error(proc, "leaf 'cerebrum/adapters/log_vars' has shape (4, 2, 4)", "(4, 2, 5)")
-    proc = aura("cerebrum", TINY, "--noresume", f"--workdir={tmp_path}")
-    assert_user_error(proc, "already holds checkpoints")
+    cases = [[TINY, "--dim=5", f"--workdir={tmp_path}"],
+             [TINY, "--noresume", f"--workdir={tmp_path}"]]  # fmt: skip
+    needles = [["leaf 'cerebrum/adapters/log_vars' has shape (4, 2, 4)", "(4, 2, 5)"],
+               ["already holds checkpoints"]]  # fmt: skip
+    for res, want in zip(run_cases("cerebrum", cases), needles, strict=True):
+        lines = [line for line in res["stderr"].splitlines() if line.strip()]
+        assert res["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), res
+        assert all(n in lines[0] for n in want), (want, lines[0])
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 

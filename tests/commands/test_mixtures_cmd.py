@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aura.mixtures.manager import MM
-from tests.commands.conftest import assert_user_error, aura, run_cases
+from tests.commands.conftest import aura, run_cases
 
 TINY = "--config=configs/mixtures.py:tiny"
 
@@ -71,10 +71,6 @@ def test_gmm_on_a_file_end_to_end(files, tmp_path):
     saved = MM.load(work / "model", model_type="gmm")
     assert saved.get_means().shape == (2, 3)
     assert json.loads((work / "record.json").read_text())["eval_ll"] == r["eval_ll"]
-    # the same command again replaces the model (same type): allowed
-    again = aura("mixtures", TINY, f"--data={files / 'x.npy'}", "--n_components=2",
-                 f"--workdir={work}", f"--metrics_out={out}")  # fmt: skip
-    assert _result(again, out)["eval_ll"] == r["eval_ll"]
 
 
 def test_hmm_on_sequences_with_lengths(files, tmp_path):
@@ -132,16 +128,32 @@ def test_bad_input_is_one_error_line_and_writes_nothing(files, tmp_path):
 
 
 def test_workdir_holding_another_model_type_or_a_damaged_save_is_refused(files, tmp_path):
-    work = tmp_path / "work"
-    MM("gmm", n_components=2).fit(_points()).save(work / "model")
-    before = sorted(p.name for p in work.rglob("*"))
-    proc = aura("mixtures", TINY, "--model=hmm", f"--data={files / 'seqs.npz'}",
-                f"--workdir={work}")  # fmt: skip
-    assert_user_error(proc, "holds a saved 'gmm' model, not 'hmm'", "--workdir")
-    assert sorted(p.name for p in work.rglob("*")) == before  # nothing touched
-    (work / "model" / "manifest.json").write_text("{not json")
-    proc = aura("mixtures", TINY, f"--data={files / 'x.npy'}", f"--workdir={work}")
-    assert_user_error(proc, "manifest.json is missing or unreadable", "refusing to overwrite")
+    """Through one process: a workdir holding a 'gmm' model refuses an hmm fit (untouched), a
+    damaged manifest is not overwritten, a file is no workdir; a same-type refit replaces."""
+    other, damaged, same = tmp_path / "other", tmp_path / "damaged", tmp_path / "same"
+    for work in (other, damaged, same):
+        MM("gmm", n_components=2).fit(_points()).save(work / "model")
+    (damaged / "model" / "manifest.json").write_text("{not json")
     (tmp_path / "file").write_text("x")
-    proc = aura("mixtures", TINY, f"--data={files / 'x.npy'}", f"--workdir={tmp_path / 'file'}")
-    assert_user_error(proc, "is not a directory")
+    before = sorted(str(p) for p in (other.rglob("*")))
+    x, seqs, out = files / "x.npy", files / "seqs.npz", tmp_path / "m.json"
+    cases = [
+        ([TINY, "--model=hmm", f"--data={seqs}", f"--workdir={other}"],
+         ["holds a saved 'gmm' model, not 'hmm'", "--workdir"]),
+        ([TINY, f"--data={x}", f"--workdir={damaged}"],
+         ["manifest.json is missing or unreadable", "refusing to overwrite"]),
+        ([TINY, f"--data={x}", f"--workdir={tmp_path / 'file'}"], ["is not a directory"]),
+        ([TINY, f"--data={x}", "--n_components=3", f"--workdir={same}", f"--metrics_out={out}"],
+         None),
+    ]  # fmt: skip
+    results = run_cases("mixtures", [args for args, _ in cases])
+    for (args, needles), res in zip(cases, results, strict=True):
+        lines = [line for line in res["stderr"].splitlines() if line.strip()]
+        if needles is None:
+            assert res["code"] in (0, None), (args, res)
+            continue
+        assert res["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), res
+        assert all(n in lines[0] for n in needles), (needles, lines[0])
+    assert sorted(str(p) for p in (other.rglob("*"))) == before  # nothing touched
+    assert json.loads(out.read_text())["config"]["n_components"] == 3
+    assert MM.load(same / "model", model_type="gmm").get_means().shape == (3, 3)
