@@ -29,3 +29,6 @@ def test_bench_mixtures_quick_writes_json(tmp_path):
     assert len(res["agreement"]) == 9  # 3 GMM covariance types, 6 HMM variants
     for row in res["agreement"]:  # at fixed parameters: within 1e-3 relative in float32
         assert row["rel_diff"] <= 1e-3, row
+    assert len(res["heldout"]) == 5  # fitted from the same init: held-out ll >= ref's - 0.5%
+    for row in res["heldout"]:
+        assert row["rel_gain"] >= -0.005, row
