@@ -19,8 +19,9 @@ per-sample log-likelihood, as `score`; HMM: the total, as hmmlearn's `score`, fo
 and the associative-scan forward pass).
 
 A third table (alone with `--heldout_only`): FITTED models from the same initial parameters
-(EM to tol 1e-6 / 1e-4), their mean per-sample (GMM) or per-frame (HMM) log-likelihood on
-held-out data beside the reference's; the issue asks for at least the reference's minus 0.5%.
+(EM to tol 1e-6 / 1e-4, at most 500 / 300 iterations; 20 / 10 with --quick), their mean
+per-sample (GMM) or per-frame (HMM) log-likelihood on held-out data beside the reference's;
+the issue asks for at least the reference's minus 0.5%.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def agreement_hmm(cov: str, n_mix: int) -> dict:
     return out
 
 
-def heldout_gmm(cov: str) -> dict:
+def heldout_gmm(cov: str, iters: int = 500) -> dict:
     """EM from the same initial parameters (sklearn in float64); held-out mean log-likelihood."""
     rng = np.random.default_rng(4)
     centers = rng.normal(size=(5, 6)) * 3
@@ -201,17 +202,17 @@ def heldout_gmm(cov: str) -> dict:
     cov0 = {"full": np.tile(np.eye(6) * var, (5, 1, 1)), "diag": np.full((5, 6), var),
             "spherical": np.full(5, var)}[cov]  # fmt: skip
     w0 = np.full(5, 0.2)
-    gm = GaussianMixture(5, covariance_type=cov, tol=1e-6, max_iter=500, weights_init=w0,
+    gm = GaussianMixture(5, covariance_type=cov, tol=1e-6, max_iter=iters, weights_init=w0,
                          means_init=means0, covariances_init=cov0).fit(train)  # fmt: skip
     prec0 = np.linalg.inv(cov0) if cov == "full" else 1.0 / cov0
-    sk = SkGMM(5, covariance_type=cov, tol=1e-6, max_iter=500, weights_init=w0,
+    sk = SkGMM(5, covariance_type=cov, tol=1e-6, max_iter=iters, weights_init=w0,
                means_init=means0, precisions_init=prec0).fit(train)  # fmt: skip
     ours, ref = float(gm.score(held)), float(sk.score(held))
     return {"problem": f"GMM {cov} K=5 D=6 (3,000 / 1,000 held-out)", "reference": "sklearn",
             "aura": ours, "ref": ref, "rel_gain": (ours - ref) / abs(ref)}  # fmt: skip
 
 
-def heldout_hmm(n_mix: int) -> dict:
+def heldout_hmm(n_mix: int, iters: int = 300) -> dict:
     """Baum-Welch from the same initial parameters; held-out log-likelihood per frame."""
     rng = np.random.default_rng(5)
     s, d = 4, 3
@@ -234,13 +235,13 @@ def heldout_hmm(n_mix: int) -> dict:
             "weights": np.full((s, n_mix), 1 / n_mix),
             "means": x[rng.choice(len(x), s * n_mix, replace=False)].reshape(s, n_mix, d),
             "covariances": np.ones((s, n_mix, d))}  # fmt: skip
-    hm = HiddenMarkov(s, n_mix, covariance_type="diag", tol=1e-4, max_iter=300,
+    hm = HiddenMarkov(s, n_mix, covariance_type="diag", tol=1e-4, max_iter=iters,
                       params_init=init).fit(x.astype(np.float32), lx)  # fmt: skip
     if n_mix == 1:
-        ref = hmmlearn_hmm.GaussianHMM(s, "diag", n_iter=300, tol=1e-4, init_params="")
+        ref = hmmlearn_hmm.GaussianHMM(s, "diag", n_iter=iters, tol=1e-4, init_params="")
         ref.means_, ref.covars_ = init["means"][:, 0], init["covariances"][:, 0]
     else:
-        ref = hmmlearn_hmm.GMMHMM(s, n_mix, "diag", n_iter=300, tol=1e-4, init_params="")
+        ref = hmmlearn_hmm.GMMHMM(s, n_mix, "diag", n_iter=iters, tol=1e-4, init_params="")
         ref.weights_, ref.means_, ref.covars_ = init["weights"], init["means"], init["covariances"]
     ref.startprob_, ref.transmat_ = init["startprob"], init["transmat"]
     with warnings.catch_warnings():
@@ -275,8 +276,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small problems (smoke test)")
     ap.add_argument("--heldout_only", action="store_true", help="only the fitted held-out table")
     args = ap.parse_args()
-    heldout = [heldout_gmm(c) for c in ("full", "diag", "spherical")]
-    heldout += [heldout_hmm(m) for m in (1, 2)]
+    gi, hi = (20, 10) if args.quick else (500, 300)
+    heldout = [heldout_gmm(c, gi) for c in ("full", "diag", "spherical")]
+    heldout += [heldout_hmm(m, hi) for m in (1, 2)]
     print_heldout(heldout)
     if args.heldout_only:
         if args.json:
