@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
     "memory_eval": ("aura.commands.memory_eval", "long-term memory benchmark: recall per policy"),
     "cortex": ("aura.commands.cortex", "two-phase QA: Hopfield memory routing, then MoE reasoning"),
+    "mixtures": ("aura.commands.mixtures", "fit a GMM / HMM / mmm on a file or the digits"),
+    "cerebrum": ("aura.commands.cerebrum", "Cerebrum: experts spawned on a regime-change stream"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

@@ -1,12 +1,12 @@
 """Presets for the Cerebrum controller and its "mmm" hybrid model.
 
-Run (once the command is wired)::
+Run::
 
     python -m aura.build cerebrum --config configs/cerebrum.py --workdir W --metrics_out M.json
 
 (append ``:<preset>`` to the config path for another preset)
 
-    stream          the 5-regime stream experiment (`run_cerebrum_stream`); default
+    stream          the 5-regime stream experiment (the README's result); default
     tiny            a seconds-long stream and a tiny mmm model (tests use it)
     eeg             EEG seizure prediction/recognition (64 channels, long sequences)
     tts             text-to-speech voice cloning (80 mel bins, long sequences)

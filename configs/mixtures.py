@@ -1,6 +1,6 @@
 """Presets for fitting one mixture model (`aura.experiments.mixtures.fit_mixture`).
 
-Run (once the command is wired)::
+Run::
 
     python -m aura.build mixtures --config configs/mixtures.py:gmm --workdir W --metrics_out M.json
 
@@ -10,7 +10,8 @@ Run (once the command is wired)::
     tiny  a seconds-long GMM fit (tests use it)
 
 Flags (--model, --data, --eval_data, --n_components, --n_mix, --covariance) override these.
-`model_config` holds further settings of the model type (see `fit_mixture.model_config`).
+`model_config` holds further settings of the model type (see `fit_mixture.model_config`),
+e.g. ``--config.model_config.reg_covar=0`` (then a singular covariance is an error).
 """
 
 import ml_collections
@@ -27,18 +28,21 @@ def get_config(preset: str = "gmm") -> ml_collections.ConfigDict:
     c.eval_fraction = 0.2
     c.classifier = True
     c.seed = 0
-    c.model_config = ml_collections.ConfigDict({"max_iter": 100, "tol": 1e-3})
+    # reg_covar: added to covariance diagonals (0: a singular covariance is an error)
+    c.model_config = ml_collections.ConfigDict({"max_iter": 100, "tol": 1e-3, "reg_covar": 1e-6})
     if preset == "gmm":
         c.n_components = 10
     elif preset == "hmm":
         c.model = "hmm"
-        c.model_config = ml_collections.ConfigDict({"max_iter": 100, "tol": 1e-2})
+        c.model_config = ml_collections.ConfigDict(
+            {"max_iter": 100, "tol": 1e-2, "reg_covar": 1e-3}
+        )
     elif preset == "mmm":
         c.model = "mmm"
         c.model_config = ml_collections.ConfigDict({"steps": 200, "batch_size": 32})
     elif preset == "tiny":
         c.n_components, c.covariance, c.classifier = 3, "diag", False
-        c.model_config = ml_collections.ConfigDict({"max_iter": 20, "tol": 1e-3})
+        c.model_config.max_iter = 20
     else:
         raise ValueError(f"unknown preset {preset!r}; valid: gmm, hmm, mmm, tiny")
     return c

@@ -224,9 +224,13 @@ class Cerebrum:
     def adopt(self, state: core.CerebrumState) -> list[str]:
         """Takes a state produced by `core.train_step` and names its newly spawned adapters."""
         self.state = state
-        kinds = np.asarray(state.kind)
+        return self.name_adapters(state.kind)
+
+    def name_adapters(self, kind: Any) -> list[str]:
+        """Names the adapter slots of `kind` [E] that have no id yet (in slot order, so the
+        names are a function of the state: a restored state gets the same ids); returns them."""
         new = []
-        for slot in np.flatnonzero(kinds == core.ADAPTER):
+        for slot in np.flatnonzero(np.asarray(kind) == core.ADAPTER):
             if self.ids[slot] is None:
                 self.ids[slot] = self._new_id("adapter")
                 new.append(self.ids[slot])

@@ -15,29 +15,7 @@ import pytest
 
 from aura.data.corpus import build_corpus
 from aura.data.tokenizer import TokenizerConfig, train_tokenizer
-from tests.commands.conftest import REPO
-
-DRIVER = r"""
-import contextlib, io, json, sys, traceback
-from absl import flags
-import aura.build
-cmd, cases = sys.argv[1], json.loads(sys.argv[2])
-out = []
-for args in cases:
-    flags.FLAGS.unparse_flags()
-    err = io.StringIO()
-    code = None
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            aura.build.run(["aura", cmd, *args])
-        except SystemExit as e:
-            code = e.code
-        except BaseException:
-            traceback.print_exc()
-            code = "exception"
-    out.append({"args": args, "code": code, "stderr": err.getvalue()})
-print(json.dumps(out))
-"""
+from tests.commands.conftest import DRIVER, REPO
 
 
 @pytest.fixture(scope="module")

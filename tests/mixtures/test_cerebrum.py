@@ -111,6 +111,7 @@ def test_bad_inputs():
         CerebrumConfig(dim=2, capacity=2, top_k=0)
 
 
+@pytest.mark.slow  # 9-11 CPU-s: a subprocess or a compiled stream
 def test_sequence_cerebrum_with_an_hmm_expert():
     rng = np.random.default_rng(0)
 

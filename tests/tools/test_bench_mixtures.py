@@ -26,3 +26,9 @@ def test_bench_mixtures_quick_writes_json(tmp_path):
         # Same initialisation, same number of EM iterations: same log-likelihood.
         assert abs(row["aura_ll"] - row["ref_ll"]) <= 1e-3 * abs(row["ref_ll"])
     assert "ratio" in proc.stdout
+    assert len(res["agreement"]) == 9  # 3 GMM covariance types, 6 HMM variants
+    for row in res["agreement"]:  # at fixed parameters: within 1e-3 relative in float32
+        assert row["rel_diff"] <= 1e-3, row
+    assert len(res["heldout"]) == 5  # fitted from the same init: held-out ll >= ref's - 0.5%
+    for row in res["heldout"]:
+        assert row["rel_gain"] >= -0.005, row

@@ -1,11 +1,12 @@
-"""run_cerebrum_stream: a tiny stream end to end, and the default 5-regime stream (slow)."""
+"""The Cerebrum stream: pure batches, a cold start (no legacy expert), the default 5-regime
+stream (about 9 CPU seconds). The tiny stream end to end and its exact resume are in
+tests/commands/test_cerebrum_cmd.py."""
 
 import numpy as np
 import pytest
 
-from aura.experiments.mixtures import run_cerebrum_stream
+from aura.experiments.mixtures import StreamConfig, run_cerebrum_stream
 from aura.experiments.mixtures.stream import make_stream, stream_batch
-from aura.mixtures.cerebrum import Cerebrum
 
 
 def test_stream_batches_are_a_pure_function_of_the_step():
@@ -17,23 +18,25 @@ def test_stream_batches_are_a_pure_function_of_the_step():
     assert not np.allclose(stream_batch(spec, 2)[0], a)
 
 
-def test_tiny_stream_end_to_end(tmp_path):
-    r = run_cerebrum_stream(tmp_path, n_regimes=3, dim=4, batches_per_regime=3, batch_size=64,
-                            capacity=4, dp_gmm=False)  # fmt: skip
-    assert r["experts_final"] == 3 and r["distinct_owners"] == 3
-    assert [e["regime"] for e in r["spawn_events"]] == [1, 2]
+def test_bad_stream_settings_name_the_value():
+    with pytest.raises(ValueError, match="batch_size=1 must be >= 2"):
+        make_stream(3, 4, batch_size=1)
+    with pytest.raises(ValueError, match=r"unknown controller settings \['bogus'\]"):
+        StreamConfig(controller={"bogus": 1}).validated()
+
+
+def test_cold_start_spawns_the_first_expert_at_the_first_batch(tmp_path):
+    cfg = StreamConfig(n_regimes=2, dim=3, batches_per_regime=2, batch_size=64, capacity=3,
+                       warm_start=False, dp_gmm=False, workdir=str(tmp_path),
+                       tensorboard=False)  # fmt: skip
+    r = run_cerebrum_stream(cfg, log=lambda s: None)
+    assert [(e["step"], e["id"]) for e in r["spawn_events"]] == [(0, "adapter_0"), (2, "adapter_1")]
+    assert r["experts_by_regime"] == [1, 2] and r["distinct_owners"] == 2
     assert r["routing_accuracy"] > 0.95
-    assert len(r["timeline"]) == 9 and len(r["forgetting"]) == 3
-    assert all(f < 0.5 for f in r["forgetting"])
-    assert all(a <= o + 0.5 for a, o in zip(r["ll_final"], r["ll_oracle"], strict=True))
-    assert (tmp_path / "cerebrum_timeline.png").stat().st_size > 1000
-    back = Cerebrum.load(tmp_path / "cerebrum")
-    assert len(back.active_ids()) == 3
 
 
-@pytest.mark.slow
-def test_default_stream_five_regimes():
-    r = run_cerebrum_stream()
+def test_default_stream_five_regimes(tmp_path):
+    r = run_cerebrum_stream(StreamConfig(workdir=str(tmp_path)), log=lambda s: None)
     assert 4 <= r["experts_final"] <= 6
     assert r["routing_accuracy"] > 0.95 and r["distinct_owners"] == 5
     assert r["dp_gmm_components"] is None or 3 <= r["dp_gmm_components"] <= 8
