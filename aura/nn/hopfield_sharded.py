@@ -87,6 +87,36 @@ def _merge_topk(vals, idx, extra, k):
     return top_vals, *picked
 
 
+def _local_retrieve(axes, m, beta, top_k, chunk_size, mode, precision, out_dtype):
+    """The per-device body of :func:`sharded_retrieve` (``m`` slots per device)."""
+    gather = lambda x: jax.lax.all_gather(x, axes, axis=1, tiled=True)  # [B, K..] -> [B, n·K..]
+
+    def local(patterns, count, q):
+        offset = jax.lax.axis_index(axes) * m
+        local_count = jnp.clip(count - offset, 0, m).astype(jnp.int32)
+        shard = HopfieldMemory(patterns, local_count, jnp.zeros((), jnp.int32))
+        scan = ChunkScan(shard, q, beta, top_k, chunk_size, precision)
+        if mode == "topk":
+            vals, idx = scan.topk_partial()
+            rows = patterns[jnp.maximum(idx, 0)]  # [B, K, D]
+            idx = jnp.where(vals > _NEG_INF, idx + offset, -1)
+            vals, idx, rows = _merge_topk(gather(vals), gather(idx), [gather(rows)], top_k)
+            return topk_readout(vals, idx, rows, out_dtype, precision)
+        part = scan.full_partial()
+        idx = jnp.where(part.vals > _NEG_INF, part.idx + offset, -1)
+        vals, idx = _merge_topk(gather(part.vals), gather(idx), [], top_k)
+        all_max = jax.lax.all_gather(part.run_max, axes)  # [n, B]
+        run_max = jnp.max(all_max, axis=0)  # [B]
+        safe = jnp.where(run_max > _NEG_INF, run_max, 0.0)
+        scale = jnp.exp(all_max - safe)  # [n, B]; 0 for shards with nothing stored
+        run_sum = jnp.sum(scale * jax.lax.all_gather(part.run_sum, axes), axis=0)  # [B]
+        # [n, B] x [n, B, D] -> [B, D]
+        acc = jnp.einsum("nb,nbd->bd", scale, jax.lax.all_gather(part.acc, axes))
+        return full_readout(FullPartial(run_max, run_sum, acc, vals, idx), out_dtype)
+
+    return local
+
+
 def sharded_retrieve(
     memory: HopfieldMemory,
     queries: jax.Array,
@@ -137,31 +167,7 @@ def sharded_retrieve(
         )
     m = capacity // n
     out_dtype = jnp.result_type(queries.dtype, memory.patterns.dtype)
-    gather = lambda x: jax.lax.all_gather(x, axes, axis=1, tiled=True)  # [B, K..] -> [B, n·K..]
-
-    def local(patterns, count, q):
-        offset = jax.lax.axis_index(axes) * m
-        local_count = jnp.clip(count - offset, 0, m).astype(jnp.int32)
-        shard = HopfieldMemory(patterns, local_count, jnp.zeros((), jnp.int32))
-        scan = ChunkScan(shard, q, beta, top_k, chunk_size, precision)
-        if mode == "topk":
-            vals, idx = scan.topk_partial()
-            rows = patterns[jnp.maximum(idx, 0)]  # [B, K, D]
-            idx = jnp.where(vals > _NEG_INF, idx + offset, -1)
-            vals, idx, rows = _merge_topk(gather(vals), gather(idx), [gather(rows)], top_k)
-            return topk_readout(vals, idx, rows, out_dtype, precision)
-        part = scan.full_partial()
-        idx = jnp.where(part.vals > _NEG_INF, part.idx + offset, -1)
-        vals, idx = _merge_topk(gather(part.vals), gather(idx), [], top_k)
-        all_max = jax.lax.all_gather(part.run_max, axes)  # [n, B]
-        run_max = jnp.max(all_max, axis=0)  # [B]
-        safe = jnp.where(run_max > _NEG_INF, run_max, 0.0)
-        scale = jnp.exp(all_max - safe)  # [n, B]; 0 for shards with nothing stored
-        run_sum = jnp.sum(scale * jax.lax.all_gather(part.run_sum, axes), axis=0)  # [B]
-        # [n, B] x [n, B, D] -> [B, D]
-        acc = jnp.einsum("nb,nbd->bd", scale, jax.lax.all_gather(part.acc, axes))
-        return full_readout(FullPartial(run_max, run_sum, acc, vals, idx), out_dtype)
-
+    local = _local_retrieve(axes, m, beta, top_k, chunk_size, mode, precision, out_dtype)
     return jax.shard_map(
         local,
         mesh=mesh,
