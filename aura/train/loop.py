@@ -19,8 +19,9 @@ An experiment (:class:`Experiment`) says what to train; the loop does everything
   returns a record, kept in the checkpoint meta as ``history``.
 
 Resumption is exact when :meth:`Experiment.batch` is a pure function of the step (the contract)
-and the state holds everything else: an interrupted and resumed run ends bit-identical to an
-uninterrupted one.
+or a stream whose position :meth:`Experiment.input_state` reports (saved with every checkpoint,
+one per process, and handed back through :meth:`Experiment.restore_input`), and the state holds
+everything else: an interrupted and resumed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ import jax
 import aura
 from aura.train import sharding
 from aura.train.checkpoint import TrainCheckpointer, checkpoint_dir
+from aura.train.logs import MetricsLogger
 from aura.train.metrics import (
-    MetricsLogger,
     MetricSums,
     compiled_flops,
     default_peak_flops,
     format_line,
+    is_count,
     progress,
     throughput,
     to_jsonable,
@@ -166,6 +168,14 @@ class Experiment:
         """JSON config stored with every checkpoint (compared on resume)."""
         return {}
 
+    def input_state(self) -> Any:
+        """JSON state of a streaming input after the batches taken so far (None: ``batch`` is a
+        pure function of the step); saved with every checkpoint, one per process."""
+        return None
+
+    def restore_input(self, state: Any, step: int) -> None:
+        """Continues the input from :meth:`input_state` as saved at ``step`` (this process's)."""
+
     def summary(self, state: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Fields added to the run's result (the command's JSON line)."""
         return {}
@@ -224,6 +234,12 @@ class _Runner:
             self.history = list(meta.get("history", []))
             self.wall_before = float(meta.get("wall_s", 0.0))
             self.period_acc = MetricSums.from_json(meta.get("period"))
+            inputs = meta.get("input") or []
+            if len(inputs) == jax.process_count():
+                exp.restore_input(inputs[self.proc], step)
+            elif inputs:
+                self.say(f"note: the input state of {len(inputs)} processes is not resumable "
+                         f"by {jax.process_count()}: the input restarts")  # fmt: skip
             changed = _changes(meta.get("experiment", {}), to_jsonable(exp.meta()))
             changed += _changes(meta.get("loop", {}), self._loop_meta())
             if changed:
@@ -251,6 +267,7 @@ class _Runner:
             "wall_s": self.wall_s(),
             "version": aura.__version__,
             "period": self.period_acc.to_json(),
+            "input": sharding.gather_json(self.exp.input_state()),
         }
         if self.ckpt.save(step, state, meta, force=force):
             self.exp.on_save(state, step)
@@ -341,7 +358,8 @@ def _run(r: _Runner) -> dict[str, Any]:
                 dt = time.time() - t_log
                 last_line = {"step": done, **r.log_acc.means()}
                 last_line.update(throughput(r.log_acc, dt, r.flops, peak))
-                last_line.pop("tokens", None)
+                for key in [k for k in last_line if is_count(k)]:
+                    last_line.pop(key)  # the counts; their rates are in the line
                 if not all(math.isfinite(v) for v in last_line.values() if isinstance(v, float)):
                     raise FloatingPointError(f"non-finite metrics at step {done}: {last_line}")
                 logger.log(done, last_line, prefix="train")
