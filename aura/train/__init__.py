@@ -9,8 +9,7 @@ from aura.train.logs import MetricsLogger
 from aura.train.loop import Experiment, LoopConfig, run
 from aura.train.metrics import format_line
 from aura.train.optim import TrainState, expert_row_mask, make_lm_optimizer, make_optimizer
-from aura.train.preemption import PreemptionGuard
-from aura.train.rundir import RunLock, RunLockedError
+from aura.train.rundir import PreemptionGuard, RunLock, RunLockedError
 
 __all__ = [
     "CheckpointError",

@@ -48,8 +48,7 @@ from aura.train.metrics import (
     throughput,
     to_jsonable,
 )
-from aura.train.preemption import PreemptionGuard
-from aura.train.rundir import RunLock
+from aura.train.rundir import PreemptionGuard, RunLock
 
 __all__ = ["Experiment", "LoopConfig", "run"]
 
@@ -380,8 +379,7 @@ def _run(r: _Runner) -> dict[str, Any]:
             elif cfg.save_every and done % cfg.save_every == 0:
                 flush()
                 r.save(state, done)
-            stop = guard.should_stop() if jax.process_count() > 1 else guard.requested
-            if stop and done < total:
+            if guard.should_stop(done) and done < total:  # all processes at the same step
                 flush()
                 r.save(state, done, force=True)
                 r.ckpt.wait()
