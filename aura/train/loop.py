@@ -9,9 +9,8 @@ An experiment (:class:`Experiment`) says what to train; the loop does everything
   names + rules, see ``sharding``), the step is one ``jax.jit`` with in/out shardings that
   donates the old state, batches are split over the mesh's data axes (each process feeding its
   own rows), so every experiment runs data parallel with ``--mesh data=-1``;
-* orbax checkpoints at every evaluation and every ``save_every`` steps, and on SIGTERM/SIGINT
-  (then it returns with ``interrupted: true``; the same command resumes);
-* an exclusive lock on the workdir (one writer; see ``rundir``);
+* orbax checkpoints at every evaluation, every ``save_every`` steps and on SIGTERM/SIGINT (then
+  ``interrupted: true``; the same command resumes); one writer: a lock on the workdir (``rundir``);
 * metric accumulation, one console line per log interval (tokens/s and MFU when the step
   reports ``tokens``), ``metrics.jsonl`` + TensorBoard (rows after the restored step are dropped
   on resume), a progress bar;
