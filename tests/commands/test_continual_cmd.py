@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -91,3 +92,30 @@ def test_bad_data_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "expected uint8" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow  # three processes, ~1-2 min; tests/experiments/continual covers it in-process
+def test_sigterm_mid_task_then_the_same_command_ends_with_the_same_matrix(tiny_npz, tmp_path):
+    args = [
+        *(sys.executable, "-m", "aura.build", "continual", f"--data={tiny_npz}"),
+        *("--epochs_per_task=3", "--hidden_dim=32", "--ppca_dim=5", "--notensorboard"),
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.Popen([*args, f"--workdir={tmp_path / 'a'}"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cut = subprocess.Popen([*args, f"--workdir={tmp_path / 'b'}"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in cut.stdout:  # the first task is learned: the second one is under way
+        if line.startswith("method   task 0"):
+            cut.send_signal(signal.SIGTERM)
+            break
+    out, err = cut.communicate(timeout=300)
+    assert cut.returncode == 0, err[-2000:]
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["interrupted"] and "accuracy_matrix" not in stopped
+    resumed = _run(*args[4:], f"--workdir={tmp_path / 'b'}", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, _ = whole.communicate(timeout=600)
+    a, b = json.loads(full.strip().splitlines()[-1]), json.loads(resumed.stdout.splitlines()[-1])
+    for key in ("accuracy_matrix", "baseline_accuracy_matrix", "forgetting", "gate_accuracy"):
+        assert a[key] == b[key], key

@@ -137,3 +137,14 @@ def test_command_line(root, tmp_path):
     assert bad.returncode == 2 and "unknown zone 'cortex'; valid zones: hippocampus" in bad.stderr
     gone = _run(f"--ckpt_root={tmp_path / 'nothing'}")
     assert gone.returncode == 2 and "does not exist; run pretrain_zones first" in gone.stderr
+
+
+def test_a_manifest_with_fields_of_the_wrong_type_is_named(root, capsys):
+    mpath = expert_ckpt_path(root, "hippocampus", 1) / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["shapes"] = "w1"  # a hand edit: shapes must be a mapping
+    mpath.write_text(json.dumps(manifest))
+    code, table = inspect(root, "hippocampus")
+    assert code == 2
+    assert "CORRUPT" in row(table, "hippocampus", "expert_1")
+    assert str(mpath) in capsys.readouterr().err  # the file is named, not a bare TypeError

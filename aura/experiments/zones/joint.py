@@ -54,6 +54,7 @@ from aura.experiments.zones.registry import (
 from aura.models.zone_brain import ZoneBrain, bus_widths, default_config
 from aura.nn import bus as bus_lib
 from aura.train import loop
+from aura.train.metrics import format_line
 from aura.train.optim import make_optimizer
 from aura.train.rundir import write_json_atomic
 
@@ -226,8 +227,11 @@ class JointExperiment(loop.Experiment):
             "class_zone_nmi": ev["class_zone_nmi"],
             "zone_share": {z: ev["zones"][z]["share"] for z in cfg.zones},
         }
-        self.last = {**record, "zones": ev["zones"]}
         return {**record, "zones": ev["zones"]}
+
+    def format_record(self, record: dict) -> str:
+        """The epoch line without the per-zone analytics (they go to JSONL and joint.json)."""
+        return format_line({k: v for k, v in record.items() if k != "zones"})
 
     def _save_zone_experts(self, state: JointState, ev: dict, controls, step: int) -> None:
         """Each active expert of each zone under ``joint/<zone>/expert_<i>`` (with metrics)."""
