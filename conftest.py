@@ -46,6 +46,9 @@ class _StopAfter:
         self.n -= 1
         return self.n < 0
 
+    def should_stop(self, step=None) -> bool:
+        return self.requested
+
 
 @pytest.fixture
 def stop_after():

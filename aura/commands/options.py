@@ -187,5 +187,6 @@ def pretrain_config(c: ml_collections.ConfigDict, values, **paths: Any):
         max_len=c.max_len, pad_to=c.pad_to, lr=c.lr, warmup=c.warmup, seed=c.seed,
         log_every=c.log_every, save_every=c.save_every, on_bad_record=c.on_bad_record,
         mesh=mesh or {"data": 1}, rules=tuple(tuple(r) for r in c.get("rules", ())) or None,
-        tensorboard=values.tensorboard, **paths,
+        tensorboard=values.tensorboard, pack=bool(c.get("pack", True)),
+        heldout=c.get("heldout"), eval_every=c.get("eval_every"), **paths,
     ).validated()  # fmt: skip

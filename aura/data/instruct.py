@@ -42,6 +42,7 @@ __all__ = [
     "ReadStats",
     "find_jsonl_files",
     "iter_instruct",
+    "parse_record",
     "read_instruct",
     "shift_for_next_token",
 ]
@@ -96,7 +97,7 @@ def find_jsonl_files(source: str | os.PathLike[str] | Sequence[str]) -> list[str
     return files
 
 
-def _parse(text: str) -> tuple[InstructRecord | None, str]:
+def parse_record(text: str) -> tuple[InstructRecord | None, str]:
     """Parses one JSONL line into a record, or returns (None, reason)."""
     try:
         obj = json.loads(text)
@@ -152,7 +153,7 @@ def iter_instruct(
                 except UnicodeDecodeError as e:
                     record, reason = None, f"not UTF-8 (byte {e.start})"
                 else:
-                    record, reason = _parse(text)
+                    record, reason = parse_record(text)
                 if record is None:
                     if on_bad_record == "fail":
                         raise DataError(

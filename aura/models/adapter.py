@@ -12,6 +12,9 @@ Two ways to run it, which agree:
 * ``step(token [B], state)`` — one token with the recurrent state (generation): the cost per
   token does not grow with the context (the language core's state carries the position).
 
+Packed training rows (several records per row, `aura.data.packing`) pass ``positions``: each
+record then computes exactly what it computes alone (see `aura.nn.language`).
+
 Parameters carry logical axis names for sharding (``aura.train.sharding`` maps them to mesh
 axes): the embedding ``("vocab", "embed")``, the head ``("embed", "vocab")``, the experts
 ``("expert", "embed", "mlp")``. ``init`` therefore returns boxed leaves (``nn.Partitioned``);
@@ -114,12 +117,22 @@ class SelfTeachingAdapter(nn.Module):
         return apply_rope(h, positions, max_len=c.rope_max_len, base=c.rope_base)
 
     def __call__(
-        self, tokens: jax.Array, state=None, controls: RoutingControls | None = None
+        self,
+        tokens: jax.Array,
+        state=None,
+        controls: RoutingControls | None = None,
+        positions: jax.Array | None = None,
     ) -> tuple[jax.Array, object, MoEAux]:
-        """tokens [B, T] (continuing ``state`` if given) -> (logits [B, T, V] f32, state, aux)."""
+        """tokens [B, T] (continuing ``state`` if given) -> (logits [B, T, V] f32, state, aux).
+
+        ``positions`` [B, T] (packed rows): each token's position within its record, 0 at a
+        record's first token, where the language core's recurrent state restarts empty; the
+        MoE is per token and its gate reads these positions.
+        """
         h = self.embed(tokens).astype(jnp.dtype(self.config.dtype))  # [B, T, D]
-        y, aux = self.core(h, controls, self._gate_features(h, self._positions(tokens, state)))
-        out, state = self.language(h + y.astype(h.dtype), state)
+        pos = self._positions(tokens, state) if positions is None else positions
+        y, aux = self.core(h, controls, self._gate_features(h, pos))
+        out, state = self.language(h + y.astype(h.dtype), state, positions)
         return self.head(self.norm(out)).astype(jnp.float32), state, aux
 
     def step(self, token: jax.Array, state, controls: RoutingControls | None = None):

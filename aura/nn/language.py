@@ -8,6 +8,9 @@ form and generation continues token by token at a cost that does not grow with t
 * ``init_state(batch) -> LanguageState`` (no parameters needed)
 
 The state holds the backend's carry and the next token's position per sequence ([B] int32).
+Packed rows (several records in one row) pass ``positions`` [B, T] restarting at 0 at each
+record: there every recurrent state (token shifts, WKV sums, traces, LIF membranes) restarts
+empty and RoPE counts from 0, so each record computes what it computes alone.
 
 Backends:
 
@@ -91,13 +94,19 @@ class LIFMixerLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, positions: jax.Array, carry: tuple[jax.Array, ...]
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        carry: tuple[jax.Array, ...],
+        resets: jax.Array | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         shift, trace, mem = carry
         b, t, d = x.shape
         s, pd = self.steps, self.param_dtype
         h = nn.LayerNorm(dtype=self.dtype, param_dtype=pd, name="ln")(x)
         prev = jnp.concatenate([shift[:, None].astype(h.dtype), h[:, :-1]], axis=1)  # [B, T, D]
+        if resets is not None:  # a record's first token: the empty state's shift (zeros)
+            prev = jnp.where(resets[..., None], 0.0, prev).astype(h.dtype)
         mix = self.param("mix", nn.initializers.constant(0.5), (d,), pd).astype(h.dtype)
         xs = h * mix + prev * (1 - mix)
         dense = lambda name: nn.Dense(d, dtype=self.dtype, param_dtype=pd, name=name)
@@ -108,12 +117,15 @@ class LIFMixerLayer(nn.Module):
         )
         lam = jax.nn.sigmoid(logit.astype(jnp.float32))  # [D] in (0, 1)
 
-        def recur(c: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-            c = lam * c + (1.0 - lam) * u_t
+        def recur(c: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
+            u_t, rest = xs
+            kept = lam * c if rest is None else jnp.where(rest[:, None], 0.0, lam * c)
+            c = kept + (1.0 - lam) * u_t
             return c, c
 
         u32 = jnp.swapaxes(u.astype(jnp.float32), 0, 1)  # [B, T, D] -> [T, B, D]
-        trace, c = lax.scan(recur, trace.astype(jnp.float32), u32)
+        rest = None if resets is None else jnp.swapaxes(resets, 0, 1)  # [B, T] -> [T, B]
+        trace, c = lax.scan(recur, trace.astype(jnp.float32), (u32, rest))
         drive = gate * jnp.swapaxes(c, 0, 1).astype(self.dtype)  # [T, B, D] -> [B, T, D]
         if self.use_rope:
             drive = rope_lib.apply_rope(
@@ -132,7 +144,10 @@ class LIFMixerLayer(nn.Module):
             param_dtype=pd,
             name="lif",
         )
-        spikes, mem = lif(drive.reshape(b, t * s, d), mem.astype(drive.dtype))  # [B, T*S, D]
+        sub = None  # the membrane rests before a record's first internal step
+        if resets is not None:  # [B, T] -> [B, T, S] (only s = 0) -> [B, T*S]
+            sub = (resets[:, :, None] & (jnp.arange(s) == 0)).reshape(b, t * s)
+        spikes, mem = lif(drive.reshape(b, t * s, d), mem.astype(drive.dtype), sub)  # [B, T*S, D]
         rate = jnp.mean(spikes.reshape(b, t, s, d), axis=2)  # [B, T*S, D] -> [B, T, S, D] -> mean S
         x = x + dense("readout")(rate).astype(x.dtype)
         f32 = lambda a: a.astype(jnp.float32)
@@ -250,13 +265,20 @@ class SpikingLanguageCore(nn.Module):
         return LanguageState(core, jnp.zeros((batch,), jnp.int32))
 
     def __call__(
-        self, x: jax.Array, state: LanguageState | None = None
+        self,
+        x: jax.Array,
+        state: LanguageState | None = None,
+        positions: jax.Array | None = None,
     ) -> tuple[jax.Array, LanguageState]:
         """Sequence form.
 
         Args:
           x: [B, T, D].
           state: from `init_state`, `__call__` or `step`; None starts at position 0.
+          positions: optional int [B, T], each token's position within its record (packed
+            rows: several records per row). A record starts where the position is 0: there
+            every recurrent state restarts empty, and RoPE uses these positions. None: the
+            state's position onwards (one record per row).
 
         Returns:
           (y [B, T, D] in `dtype`, state after the last token).
@@ -273,28 +295,37 @@ class SpikingLanguageCore(nn.Module):
             state = self.init_state(b)
         if state.position.shape != (b,):
             raise ValueError(f"state.position must be [B] = ({b},), got {state.position.shape}")
-        if self.use_rope and not isinstance(state.position, jax.core.Tracer):
-            last = np.asarray(state.position) + (t - 1)  # each sequence's last position
-            rope_lib.check_positions(last, self.rope_max_len, "token position")
-        positions = state.position[:, None] + jnp.arange(t, dtype=jnp.int32)  # [B, T]
+        resets = None
+        if positions is None:
+            if self.use_rope and not isinstance(state.position, jax.core.Tracer):
+                last = np.asarray(state.position) + (t - 1)  # each sequence's last position
+                rope_lib.check_positions(last, self.rope_max_len, "token position")
+            positions = state.position[:, None] + jnp.arange(t, dtype=jnp.int32)  # [B, T]
+        else:
+            if positions.shape != (b, t):
+                raise ValueError(f"positions must be [B, T] = {(b, t)}, got {positions.shape}")
+            if self.use_rope and not isinstance(positions, jax.core.Tracer):
+                rope_lib.check_positions(np.asarray(positions), self.rope_max_len, "position")
+            positions = positions.astype(jnp.int32)
+            resets = positions == 0  # [B, T]
         x = x.astype(self.dtype)
         if self.lang_backend == "srwkv":
             if self.use_rope:
                 x = rope_lib.apply_rope(
                     x, positions, max_len=self.rope_max_len, base=self.rope_base
                 )
-            y, core = self.core(x, state.core)
+            y, core = self.core(x, state.core, resets)
         else:
-            y, core = self._lif_stack(x, positions, state.core)
+            y, core = self._lif_stack(x, positions, state.core, resets)
         if self.use_rope:
             # Traced positions past the table cannot raise; make those outputs NaN explicitly
             # (a spike threshold would otherwise swallow the NaN rotation silently).
             ok = (positions >= 0) & (positions < self.rope_max_len)  # [B, T]
             y = jnp.where(ok[..., None], y, jnp.asarray(jnp.nan, y.dtype))
-        return y, LanguageState(core, state.position + t)
+        return y, LanguageState(core, positions[:, -1] + 1)
 
     def _lif_stack(
-        self, x: jax.Array, positions: jax.Array, core: LIFCoreState
+        self, x: jax.Array, positions: jax.Array, core: LIFCoreState, resets: jax.Array | None
     ) -> tuple[jax.Array, LIFCoreState]:
         expect = (self.num_layers, x.shape[0], self.dim)
         for name, leaf in zip(LIFCoreState._fields, core, strict=True):
@@ -304,7 +335,7 @@ class SpikingLanguageCore(nn.Module):
                 )
         new = []
         for i, layer in enumerate(self.layers):
-            x, carry = layer(x, positions, tuple(leaf[i] for leaf in core))
+            x, carry = layer(x, positions, tuple(leaf[i] for leaf in core), resets)
             new.append(carry)
         stacked = LIFCoreState(*(jnp.stack(leaves) for leaves in zip(*new, strict=True)))
         return self.ln_out(x), stacked  # [L, B, D] leaves

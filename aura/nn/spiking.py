@@ -146,13 +146,15 @@ class LIF(nn.Module):
 
     @nn.compact
     def __call__(
-        self, inputs: jax.Array, carry: jax.Array | None = None
+        self, inputs: jax.Array, carry: jax.Array | None = None, resets: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """Runs the neurons over the S axis.
 
         Args:
           inputs: input currents [B, S, D] (floating; the computation runs in this dtype).
           carry: membrane potential [B, D] from a previous call, or None for rest (zeros).
+          resets: optional bool [B, S]: the membrane is at rest (zero) before these steps
+            (packed sequences: a new record starts there).
 
         Returns:
           (spikes [B, S, D] exactly 0/1 in the input dtype, final membrane v [B, D]).
@@ -178,14 +180,17 @@ class LIF(nn.Module):
         spike = spike_fn(self.surrogate, self.surrogate_scale)
         thr = jnp.asarray(self.threshold, dtype)
 
-        def step(v: jax.Array, i_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-            v = beta * v + i_t
+        def step(v: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
+            i_t, rest = xs
+            leak = beta * v if rest is None else jnp.where(rest[:, None], 0.0, beta * v)
+            v = leak + i_t
             s = spike(v - thr)
             r = lax.stop_gradient(s) if self.detach_reset else s
             v = v - r * thr if self.reset == "subtract" else v * (1 - r)
             return v, s
 
-        v, spikes = lax.scan(step, carry, jnp.swapaxes(inputs, 0, 1))  # xs [S, B, D]
+        rest = None if resets is None else jnp.swapaxes(resets, 0, 1).astype(bool)  # [S, B]
+        v, spikes = lax.scan(step, carry, (jnp.swapaxes(inputs, 0, 1), rest))  # xs [S, B, D]
         return jnp.swapaxes(spikes, 0, 1), v  # [S, B, D] -> [B, S, D]
 
 

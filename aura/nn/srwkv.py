@@ -20,7 +20,9 @@ transpose in and one out, instead of one around every recurrence), shifts by a s
 runs the WKV over T;
 the recurrent form (`step` over [B, D]) does the same for one token with O(1) cost and memory.
 Both take and return an explicit `SRWKVState`, so a prompt is consumed once by the sequence form
-and generation continues with `step`.
+and generation continues with `step`. Packed rows (several records per row) pass ``resets``
+[B, T]: at a record's first token every recurrent state (both token shifts, the WKV sums, both
+LIF membranes) restarts empty, so each record computes exactly what it computes alone.
 
 Shapes: B batch, T tokens, D width, F channel-mix hidden width, L layers.
 """
@@ -76,9 +78,11 @@ def _const(values: np.ndarray):
     return init
 
 
-def _shifted(h: jax.Array, last: jax.Array) -> jax.Array:
-    """Token shift, time-major: [last, h_0, ..., h_{T-2}] for h [T, B, D] and last [B, D]."""
-    return jnp.concatenate([last[None].astype(h.dtype), h[:-1]], axis=0)  # [T, B, D]
+def _shifted(h: jax.Array, last: jax.Array, resets: jax.Array | None) -> jax.Array:
+    """Token shift, time-major: [last, h_0, ..., h_{T-2}] for h [T, B, D] and last [B, D];
+    zero (the empty state's shift) where ``resets`` [T, B] starts a record."""
+    prev = jnp.concatenate([last[None].astype(h.dtype), h[:-1]], axis=0)  # [T, B, D]
+    return prev if resets is None else jnp.where(resets[..., None], 0.0, prev).astype(h.dtype)
 
 
 def _swap(a: jax.Array) -> jax.Array:
@@ -100,7 +104,7 @@ class TimeMix(nn.Module):
 
     @nn.compact
     def __call__(
-        self, h: jax.Array, last: jax.Array, state: WKVState
+        self, h: jax.Array, last: jax.Array, state: WKVState, resets: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, WKVState]:
         d = self.dim
         r01 = self.layer_id / max(self.num_layers - 1, 1)  # 0 at the first layer, 1 at the last
@@ -116,7 +120,7 @@ class TimeMix(nn.Module):
         decay_raw = self.param("decay_raw", _const(decay0), (d,), pd)
         bonus = self.param("bonus", _const(bonus0), (d,), pd)
 
-        prev = _shifted(h, last)  # [T, B, D]
+        prev = _shifted(h, last, resets)  # [T, B, D]
         dense = lambda name: nn.Dense(
             d, use_bias=False, dtype=self.dtype, param_dtype=pd, name=name
         )
@@ -129,7 +133,8 @@ class TimeMix(nn.Module):
         v = dense("value")(mixed(mix_v))
         r = dense("receptance")(mixed(mix_r))
         w = -jnp.exp(decay_raw.astype(jnp.float32))  # [D], < 0: per-step decay exp(w) < 1
-        y, state = wkv(w, bonus, _swap(k), _swap(v), state, self.wkv_impl, self.wkv_chunk)
+        starts = None if resets is None else _swap(resets)  # [T, B] -> [B, T]
+        y, state = wkv(w, bonus, _swap(k), _swap(v), state, self.wkv_impl, self.wkv_chunk, starts)
         y = _swap(y)  # [B, T, D] -> [T, B, D] float32
         out = dense("output")(jax.nn.sigmoid(r) * y.astype(self.dtype))
         return out, h[-1], state
@@ -146,12 +151,14 @@ class ChannelMix(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, h: jax.Array, last: jax.Array, resets: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         d, pd = self.dim, self.param_dtype
         ramp = (np.arange(d) / d) ** (1.0 - self.layer_id / self.num_layers)
         mix_k = self.param("mix_k", _const(ramp), (d,), pd).astype(h.dtype)
         mix_r = self.param("mix_r", _const(ramp), (d,), pd).astype(h.dtype)
-        prev = _shifted(h, last)  # [T, B, D]
+        prev = _shifted(h, last, resets)  # [T, B, D]
         dense = lambda n, name: nn.Dense(
             n, use_bias=False, dtype=self.dtype, param_dtype=pd, name=name
         )
@@ -178,7 +185,9 @@ class SRWKVBlock(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _spikes(self, y: jax.Array, mem: jax.Array, name: str) -> tuple[jax.Array, jax.Array]:
+    def _spikes(
+        self, y: jax.Array, mem: jax.Array, name: str, resets: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
         if not self.spiking:
             return y, mem
         lif = LIF(
@@ -191,11 +200,15 @@ class SRWKVBlock(nn.Module):
             name=name,
         )
         # LIF's step axis is the token axis here: the membrane carries across tokens.
-        spikes, mem = lif(_swap((1.0 - self.lif_beta) * y), mem.astype(y.dtype))  # [B, T, D]
+        r = None if resets is None else _swap(resets)  # [T, B] -> [B, T]
+        spikes, mem = lif(_swap((1.0 - self.lif_beta) * y), mem.astype(y.dtype), r)  # [B, T, D]
         return _swap(spikes), mem.astype(jnp.float32)
 
     @nn.compact
-    def __call__(self, x: jax.Array, carry: tuple) -> tuple[jax.Array, tuple]:
+    def __call__(
+        self, x: jax.Array, carry: tuple, resets: jax.Array | None = None
+    ) -> tuple[jax.Array, tuple]:
+        """x [T, B, D] time-major, carry (7 [B, D]), resets [T, B] or None -> (x, carry)."""
         shift_att, shift_ffn, a, b, p, mem_att, mem_ffn = carry
         ln = lambda name: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=name)
         common = dict(
@@ -208,12 +221,12 @@ class SRWKVBlock(nn.Module):
         h = ln("ln1")(x)
         att, shift_att, wkv_state = TimeMix(
             wkv_impl=self.wkv_impl, wkv_chunk=self.wkv_chunk, name="att", **common
-        )(h, shift_att, WKVState(a, b, p))
-        att, mem_att = self._spikes(att, mem_att, "lif_att")
+        )(h, shift_att, WKVState(a, b, p), resets)
+        att, mem_att = self._spikes(att, mem_att, "lif_att", resets)
         x = x + att.astype(x.dtype)
         h = ln("ln2")(x)
-        ffn, shift_ffn = ChannelMix(hidden=self.hidden, name="ffn", **common)(h, shift_ffn)
-        ffn, mem_ffn = self._spikes(ffn, mem_ffn, "lif_ffn")
+        ffn, shift_ffn = ChannelMix(hidden=self.hidden, name="ffn", **common)(h, shift_ffn, resets)
+        ffn, mem_ffn = self._spikes(ffn, mem_ffn, "lif_ffn", resets)
         x = x + ffn.astype(x.dtype)
         f32 = lambda t: t.astype(jnp.float32)
         return x, (f32(shift_att), f32(shift_ffn), *wkv_state, mem_att, mem_ffn)
@@ -319,22 +332,25 @@ class SRWKV(nn.Module):
         return state
 
     def __call__(
-        self, x: jax.Array, state: SRWKVState | None = None
+        self, x: jax.Array, state: SRWKVState | None = None, resets: jax.Array | None = None
     ) -> tuple[jax.Array, SRWKVState]:
         """Sequence form.
 
         Args:
           x: [B, T, D] inputs.
           state: carry from a previous call or `step` (None: the empty state).
+          resets: optional bool [B, T]: every recurrent state (token shifts, WKV, LIF
+            membranes) is the empty state before these tokens (packed records).
 
         Returns:
           (y [B, T, D] in `dtype`, state after the last token).
         """
         state = self._check(x, state, 3)
         x = _swap(self.ln0(x.astype(self.dtype)))  # time-major inside: [B, T, D] -> [T, B, D]
+        r = None if resets is None else _swap(resets.astype(bool))  # [B, T] -> [T, B]
         new = []
         for i, block in enumerate(self.blocks):
-            x, carry = block(x, tuple(leaf[i] for leaf in state))
+            x, carry = block(x, tuple(leaf[i] for leaf in state), r)
             new.append(carry)
         x = _swap(x)  # [T, B, D] -> [B, T, D]
         if self.final_norm:

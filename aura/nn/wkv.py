@@ -21,6 +21,12 @@ overflows. The empty state is ``a = b = 0, p = -1e38`` (finite, so ``p + w`` sta
   chunk's incoming state plus a [c, c] block of pairwise terms in log space, and a recurrence
   over the T / c chunks (the default on GPU/TPU; see its docstring for the math).
 
+Packed sequences: every form takes optional ``resets`` [B, T] (bool): where set, the state
+before that token is the empty state (a new record starts there, `aura.data.packing`), so each
+record's outputs equal those of the record run alone. The scan resets its carry; the
+associative scan uses the segmented combine (a right element that starts a segment drops the
+left one); the chunked form masks, per chunk, the pairs and state terms that cross a reset.
+
 All of them compute in float32 whatever the input dtype and return float32.
 Shapes: B batch, T tokens, D channels, c tokens per chunk, n = T / c chunks.
 """
@@ -56,8 +62,22 @@ def _f32(*xs: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jnp.asarray(x).astype(jnp.float32) for x in xs)
 
 
+def _empty_where(reset: jax.Array | None, state: WKVState) -> WKVState:
+    """``state`` with the rows where ``reset`` [B] is set replaced by the empty state."""
+    if reset is None:
+        return state
+    r = reset[:, None]  # [B] -> [B, 1]
+    a, b, p = state
+    return WKVState(jnp.where(r, 0.0, a), jnp.where(r, 0.0, b), jnp.where(r, EMPTY_P, p))
+
+
 def wkv_step(
-    w: jax.Array, u: jax.Array, k: jax.Array, v: jax.Array, state: WKVState
+    w: jax.Array,
+    u: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    state: WKVState,
+    reset: jax.Array | None = None,
 ) -> tuple[jax.Array, WKVState]:
     """One WKV step.
 
@@ -66,12 +86,13 @@ def wkv_step(
       u: per-channel bonus [D].
       k, v: key and value of the current token [B, D].
       state: WKVState [B, D] before the token.
+      reset: optional bool [B]: start from the empty state (a new record starts here).
 
     Returns:
       (wkv [B, D] float32, state after the token).
     """
     w, u, k, v = _f32(w, u, k, v)
-    a, b, p = state
+    a, b, p = _empty_where(reset, state)
     ww = u + k  # the current token's exponent, with bonus
     q = jnp.maximum(p, ww)
     e1, e2 = jnp.exp(p - q), jnp.exp(ww - q)
@@ -83,7 +104,12 @@ def wkv_step(
 
 
 def wkv_scan(
-    w: jax.Array, u: jax.Array, k: jax.Array, v: jax.Array, state: WKVState
+    w: jax.Array,
+    u: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    state: WKVState,
+    resets: jax.Array | None = None,
 ) -> tuple[jax.Array, WKVState]:
     """WKV over a sequence by `lax.scan` of `wkv_step`.
 
@@ -91,17 +117,20 @@ def wkv_scan(
       w, u: [D] log-decay (negative) and bonus.
       k, v: [B, T, D].
       state: initial WKVState [B, D].
+      resets: optional bool [B, T]: the empty state before these tokens.
 
     Returns:
       (wkv [B, T, D] float32, final state).
     """
     w, u = _f32(w, u)
 
-    def body(carry: WKVState, kv: tuple[jax.Array, jax.Array]):
-        out, carry = wkv_step(w, u, kv[0], kv[1], carry)
+    def body(carry: WKVState, xs: tuple):
+        out, carry = wkv_step(w, u, xs[0], xs[1], carry, xs[2] if resets is not None else None)
         return carry, out
 
     xs = (jnp.swapaxes(k, 0, 1), jnp.swapaxes(v, 0, 1))  # [B, T, D] -> [T, B, D]
+    if resets is not None:
+        xs += (jnp.swapaxes(resets, 0, 1),)  # [B, T] -> [T, B]
     state, out = lax.scan(body, WKVState(*_f32(*state)), xs)
     return jnp.swapaxes(out, 0, 1), state  # [T, B, D] -> [B, T, D]
 
@@ -115,8 +144,22 @@ def _combine(left: tuple, right: tuple) -> tuple:
     return d1 + d2, e1 * a1 + e2 * a2, e1 * b1 + e2 * b2, p
 
 
+def _combine_segmented(left: tuple, right: tuple) -> tuple:
+    """`_combine` with a reset flag r: a right part that starts a new segment drops the left
+    (``r2 ? right : left . right``, flags or-ed); associative like `_combine`."""
+    *lhs, r1 = left
+    *rhs, r2 = right
+    joined = _combine(tuple(lhs), tuple(rhs))
+    return (*(jnp.where(r2, x, j) for x, j in zip(rhs, joined, strict=True)), r1 | r2)
+
+
 def wkv_assoc(
-    w: jax.Array, u: jax.Array, k: jax.Array, v: jax.Array, state: WKVState
+    w: jax.Array,
+    u: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    state: WKVState,
+    resets: jax.Array | None = None,
 ) -> tuple[jax.Array, WKVState]:
     """WKV over a sequence by `lax.associative_scan` (same contract as `wkv_scan`)."""
     w, u, k, v = _f32(w, u, k, v)
@@ -130,8 +173,16 @@ def wkv_assoc(
     a = jnp.concatenate([a0[:, None], v], axis=1)  # [B, T + 1, D]
     b = jnp.concatenate([b0[:, None], jnp.ones_like(v)], axis=1)  # [B, T + 1, D]
     p = jnp.concatenate([p0[:, None], k], axis=1)  # [B, T + 1, D]
-    _, a, b, p = lax.associative_scan(_combine, (d, a, b, p), axis=1)  # inclusive prefixes
+    if resets is None:
+        _, a, b, p = lax.associative_scan(_combine, (d, a, b, p), axis=1)  # inclusive prefixes
+    else:  # token i starts a segment: its element drops everything before it
+        r = jnp.concatenate([jnp.zeros((bsz, 1), bool), resets.astype(bool)], axis=1)[..., None]
+        r = jnp.broadcast_to(r, d.shape)  # [B, T + 1, D]
+        _, a, b, p, _ = lax.associative_scan(_combine_segmented, (d, a, b, p, r), axis=1)
     ap, bp, pp = a[:, :-1], b[:, :-1], p[:, :-1]  # state before token i: [B, T, D]
+    if resets is not None:  # ... which is empty where token i starts a record
+        r = resets.astype(bool)[..., None]  # [B, T, 1]
+        ap, bp, pp = jnp.where(r, 0.0, ap), jnp.where(r, 0.0, bp), jnp.where(r, EMPTY_P, pp)
     ww = u + k
     q = jnp.maximum(pp, ww)
     e1, e2 = jnp.exp(pp - q), jnp.exp(ww - q)
@@ -139,61 +190,82 @@ def wkv_assoc(
     return out, WKVState(a[:, -1], b[:, -1], p[:, -1])
 
 
-def _chunk_summary(w, k, v):
+def _chunk_summary(w, k, v, seg):
     """Each chunk on its own from the empty state: its end state (a, b, p), each [n, B, D].
 
-    k, v: [n, c, B, D]. Token i of a chunk reaches the chunk's end with exponent
-    ``(c - 1 - i) w + k_i``; p is their maximum, so every weight is e^(<= 0).
+    k, v: [n, c, B, D]; seg: [n, c, B, 1] resets so far within the chunk (None: no resets).
+    Token i of a chunk reaches the chunk's end with exponent ``(c - 1 - i) w + k_i``; p is
+    their maximum, so every weight is e^(<= 0). Only the chunk's last segment counts.
     """
     c = k.shape[1]
     lag = (c - 1 - jnp.arange(c, dtype=jnp.float32))[:, None, None]  # [c, 1, 1]
     ex = lag * w + k  # [n, c, B, D]
-    p = lax.stop_gradient(jnp.max(ex, axis=1))  # [n, B, D]
-    e = jnp.exp(ex - p[:, None])
+    if seg is None:
+        p = lax.stop_gradient(jnp.max(ex, axis=1))  # [n, B, D]
+        e = jnp.exp(ex - p[:, None])
+    else:
+        live = seg == seg[:, -1:]  # [n, c, B, 1]: in the chunk's last segment
+        ex = jnp.where(live, ex, EMPTY_P)
+        p = lax.stop_gradient(jnp.max(ex, axis=1))
+        e = jnp.where(live, jnp.exp(ex - p[:, None]), 0.0)
     return jnp.sum(e * v, axis=1), jnp.sum(e, axis=1), p
 
 
-def _chunk_outputs(w, u, k, v, a0, b0, p0):
+def _chunk_outputs(w, u, k, v, seg, a0, b0, p0):
     """wkv of every token of every chunk from the chunk's incoming state (a0, b0, p0) [n, B, D].
 
     Token t of a chunk sums three kinds of terms, all in log space against one per-token
     maximum q_t (so the largest weight is exactly e^0 = 1): the incoming state decayed t steps
     (exponent ``p0 + t w``), the chunk's earlier tokens i < t (``(t - 1 - i) w + k_i``, a
     [c, c] lower-triangular block per channel) and the token's own bonus term (``u + k_t``).
+    With resets (seg [n, c, B, 1], resets so far in the chunk), a pair counts only within one
+    segment and the incoming state only before the chunk's first reset.
     """
     c = k.shape[1]
     pos = jnp.arange(c)
     before = (pos[None, :] < pos[:, None])[:, :, None, None]  # [c(t), c(i), 1, 1]: i < t
     lag = (pos[:, None] - 1 - pos[None, :]).astype(jnp.float32)[:, :, None, None]  # [c, c, 1, 1]
-    pair = jnp.where(before, lag * w + k[:, None], -jnp.inf)  # [n, c(t), c(i), B, D]
     state = p0[:, None] + pos.astype(jnp.float32)[:, None, None] * w  # [n, c, B, D]
+    if seg is not None:
+        before = before & (seg[:, :, None] == seg[:, None])  # [n, c, c, B, 1]: same segment
+        fresh = seg == 0  # [n, c, B, 1]: the incoming state still counts
+        state = jnp.where(fresh, state, EMPTY_P)
+    pair = jnp.where(before, lag * w + k[:, None], EMPTY_P)  # [n, c(t), c(i), B, D]
     bonus = u + k  # [n, c, B, D]
     q = lax.stop_gradient(jnp.maximum(jnp.maximum(state, jnp.max(pair, axis=2)), bonus))
     e_pair = jnp.where(before, jnp.exp(pair - q[:, :, None]), 0.0)  # [n, c, c, B, D]
     e_state, e_bonus = jnp.exp(state - q), jnp.exp(bonus - q)  # [n, c, B, D]
+    if seg is not None:
+        e_state = jnp.where(fresh, e_state, 0.0)
     num = e_state * a0[:, None] + jnp.sum(e_pair * v[:, None], axis=2) + e_bonus * v
     den = e_state * b0[:, None] + jnp.sum(e_pair, axis=2) + e_bonus
     return num / den  # [n, c, B, D]
 
 
-def _wkv_chunks(w, u, k, v, state: WKVState, c: int) -> tuple[jax.Array, WKVState]:
-    """Chunked WKV over time-major k, v [T, B, D] with T a multiple of c."""
+def _wkv_chunks(w, u, k, v, resets, state: WKVState, c: int) -> tuple[jax.Array, WKVState]:
+    """Chunked WKV over time-major k, v [T, B, D] (resets [T, B] or None), T a multiple of c."""
     t, bsz, dim = k.shape
     k = k.reshape(t // c, c, bsz, dim)  # [T, B, D] -> [n, c, B, D]
     v = v.reshape(t // c, c, bsz, dim)
-    summary = _chunk_summary(w, k, v)  # each [n, B, D]
+    seg = None
+    if resets is not None:  # [T, B] -> [n, c, B, 1]: resets so far within each chunk
+        seg = jnp.cumsum(resets.reshape(t // c, c, bsz, 1).astype(jnp.int32), axis=1)
+    summary = _chunk_summary(w, k, v, seg)  # each [n, B, D]
+    cut = jnp.zeros((t // c, bsz, 1), bool) if seg is None else seg[:, -1] > 0  # [n, B, 1]
 
     def carry_over(st: WKVState, chunk: tuple) -> tuple[WKVState, WKVState]:
         a, b, p = st
-        ca, cb, cp = chunk
-        decayed = p + c * w  # the incoming state after the chunk's c decay steps
+        ca, cb, cp, reset = chunk
+        # the incoming state after the chunk's c decay steps (dropped by a reset inside it)
+        decayed = jnp.where(reset, EMPTY_P, p + c * w)
         q = jnp.maximum(decayed, cp)
         e1, e2 = jnp.exp(decayed - q), jnp.exp(cp - q)
         return WKVState(e1 * a + e2 * ca, e1 * b + e2 * cb, q), st
 
-    final, starts = lax.scan(carry_over, state, summary)  # starts: the state entering each chunk
+    # starts: the state entering each chunk
+    final, starts = lax.scan(carry_over, state, (*summary, cut))
     # Recomputed in the backward pass: the pairwise block is c times the size of k.
-    out = jax.checkpoint(_chunk_outputs)(w, u, k, v, *starts)  # [n, c, B, D]
+    out = jax.checkpoint(_chunk_outputs)(w, u, k, v, seg, *starts)  # [n, c, B, D]
     return out.reshape(t, bsz, dim), final
 
 
@@ -204,6 +276,7 @@ def wkv_chunked(
     v: jax.Array,
     state: WKVState,
     chunk: int = DEFAULT_CHUNK,
+    resets: jax.Array | None = None,
 ) -> tuple[jax.Array, WKVState]:
     """WKV over a sequence in chunks of ``chunk`` tokens (same contract as `wkv_scan`).
 
@@ -236,6 +309,7 @@ def wkv_chunked(
       k, v: [B, T, D] (any float dtype; computed in float32).
       state: incoming WKVState [B, D].
       chunk: c >= 1; a tail of T mod c tokens runs as one shorter chunk.
+      resets: optional bool [B, T]: the empty state before these tokens.
 
     Returns:
       (wkv [B, T, D] float32, final state).
@@ -249,12 +323,14 @@ def wkv_chunked(
     state = WKVState(*_f32(*state))
     k = jnp.swapaxes(jnp.asarray(k).astype(jnp.float32), 0, 1)  # [B, T, D] -> [T, B, D]
     v = jnp.swapaxes(jnp.asarray(v).astype(jnp.float32), 0, 1)
+    r = None if resets is None else jnp.swapaxes(resets, 0, 1).astype(bool)  # [B, T] -> [T, B]
     t = k.shape[0]
     c = min(chunk, t)
     main = t - t % c
-    out, state = _wkv_chunks(w, u, k[:main], v[:main], state, c)
+    part = lambda a, i, j: None if a is None else a[i:j]
+    out, state = _wkv_chunks(w, u, k[:main], v[:main], part(r, 0, main), state, c)
     if main < t:  # the tail as one shorter chunk, continuing the state
-        tail, state = _wkv_chunks(w, u, k[main:], v[main:], state, t - main)
+        tail, state = _wkv_chunks(w, u, k[main:], v[main:], part(r, main, t), state, t - main)
         out = jnp.concatenate([out, tail], axis=0)
     return jnp.swapaxes(out, 0, 1), state  # [T, B, D] -> [B, T, D]
 
@@ -285,6 +361,7 @@ def wkv(
     state: WKVState,
     impl: str = "auto",
     chunk: int = DEFAULT_CHUNK,
+    resets: jax.Array | None = None,
 ) -> tuple[jax.Array, WKVState]:
     """WKV over [B, T, D]; T == 1 always takes the single recurrent step.
 
@@ -294,14 +371,16 @@ def wkv(
       state: incoming WKVState [B, D].
       impl: "auto" | "scan" | "assoc" | "chunked" (see `resolve_wkv_impl`).
       chunk: tokens per chunk for "chunked" (>= 1).
+      resets: optional bool [B, T]: the empty state before these tokens (packed records).
 
     Raises:
       ValueError: unknown impl (the message lists the valid ones) or chunk < 1.
     """
     impl = resolve_wkv_impl(impl)
     if k.shape[1] == 1:
-        out, state = wkv_step(w, u, k[:, 0], v[:, 0], WKVState(*_f32(*state)))
+        reset = None if resets is None else resets[:, 0]
+        out, state = wkv_step(w, u, k[:, 0], v[:, 0], WKVState(*_f32(*state)), reset)
         return out[:, None], state  # [B, D] -> [B, 1, D]
     if impl == "chunked":
-        return wkv_chunked(w, u, k, v, state, chunk)
-    return (wkv_scan if impl == "scan" else wkv_assoc)(w, u, k, v, state)
+        return wkv_chunked(w, u, k, v, state, chunk, resets)
+    return (wkv_scan if impl == "scan" else wkv_assoc)(w, u, k, v, state, resets)

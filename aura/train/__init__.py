@@ -5,11 +5,11 @@ An experiment implements :class:`Experiment` and calls :func:`run` with a :class
 
 from aura.train.checkpoint import CheckpointError, TrainCheckpointer
 from aura.train.experts import expert_rows, insert_expert_rows, load_expert, save_expert
+from aura.train.logs import MetricsLogger
 from aura.train.loop import Experiment, LoopConfig, run
-from aura.train.metrics import MetricsLogger, format_line
+from aura.train.metrics import format_line
 from aura.train.optim import TrainState, expert_row_mask, make_lm_optimizer, make_optimizer
-from aura.train.preemption import PreemptionGuard
-from aura.train.rundir import RunLock, RunLockedError
+from aura.train.rundir import PreemptionGuard, RunLock, RunLockedError
 
 __all__ = [
     "CheckpointError",

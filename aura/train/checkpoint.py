@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 import aura
 from aura.train.metrics import to_jsonable
+from aura.train.rundir import as_path, is_remote
 
 __all__ = [
     "EXPERT_FORMAT",
@@ -124,20 +124,28 @@ def failure_reason(err: BaseException) -> str:
 _STATE, _META = "state", "meta"
 
 
-def file_checksums(directory: str | Path) -> dict[str, str]:
+def _files(root: epath.Path) -> list[epath.Path]:
+    """Every file under ``root`` (epath has no recursive glob: it would be many GCS requests)."""
+    out = []
+    for child in root.iterdir():
+        out.extend(_files(child) if child.is_dir() else [child])
+    return out
+
+
+def file_checksums(directory: str | epath.PathLike) -> dict[str, str]:
     """sha256 of every file under ``directory`` (relative path -> hex), the checksum file aside."""
-    root = Path(directory)
+    root = as_path(directory)
     out = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS):
+    for path in sorted(p for p in _files(root) if p.name != CHECKSUMS):
         h = hashlib.sha256()
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             for block in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(block)
         out[str(path.relative_to(root))] = h.hexdigest()
     return out
 
 
-def verify_checksums(directory: str | Path, recorded: dict[str, str], where: str) -> None:
+def verify_checksums(directory: str | epath.PathLike, recorded: dict[str, str], where: str) -> None:
     """Checks the files under ``directory`` against checksums recorded at save time.
 
     Raises:
@@ -155,10 +163,11 @@ def verify_checksums(directory: str | Path, recorded: dict[str, str], where: str
             )
 
 
-def checkpoint_dir(path: str | Path) -> Path:
-    """A run directory (holding ``ckpt/``) or a checkpoint directory -> the checkpoint directory."""
-    sub = Path(path) / "ckpt"
-    return sub if sub.is_dir() else Path(path)
+def checkpoint_dir(path: str | epath.PathLike) -> epath.Path:
+    """A run directory (holding ``ckpt/``) or a checkpoint directory -> the checkpoint directory
+    (local or ``gs://``)."""
+    sub = as_path(path) / "ckpt"
+    return sub if sub.is_dir() else as_path(path)
 
 
 class TrainCheckpointer:
@@ -171,7 +180,7 @@ class TrainCheckpointer:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | epath.PathLike,
         *,
         max_to_keep: int | None = 3,
         save_interval_steps: int = 1,
@@ -195,7 +204,7 @@ class TrainCheckpointer:
             raise ValueError(f"max_to_keep={max_to_keep} must be >= 1 (or None to keep all)")
         if save_interval_steps < 1:
             raise ValueError(f"save_interval_steps={save_interval_steps} must be >= 1")
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory)  # a gs:// URL stays one (orbax: commit files)
         self._read_only = read_only
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} does not exist")
@@ -252,7 +261,7 @@ class TrainCheckpointer:
         """All committed steps, ascending."""
         return sorted(self._manager.all_steps())
 
-    def step_dir(self, step: int) -> Path:
+    def step_dir(self, step: int) -> epath.Path:
         """The directory of checkpoint `step`."""
         return self.directory / str(int(step))
 
@@ -268,9 +277,13 @@ class TrainCheckpointer:
         for step in self._manager.all_steps():
             path = self.step_dir(step) / CHECKSUMS
             if path.parent.is_dir() and not path.exists():
-                tmp = path.with_name(f".{CHECKSUMS}.tmp")
-                tmp.write_text(json.dumps(file_checksums(path.parent), indent=1, sort_keys=True))
-                os.replace(tmp, path)
+                text = json.dumps(file_checksums(path.parent), indent=1, sort_keys=True)
+                if is_remote(path):  # one object write is atomic
+                    path.write_text(text)
+                else:
+                    tmp = path.with_name(f".{CHECKSUMS}.tmp")
+                    tmp.write_text(text)
+                    tmp.replace(path)
 
     def verify(self, step: int) -> bool:
         """Checks step ``step``'s files against the checksums recorded when it was sealed.

@@ -6,8 +6,11 @@ the expert's rows in ``params/`` (the stacked ``[E, ...]`` leaves without the E 
 ``manifest.json`` (zone, expert, shapes, parameter count, step, metrics, creation time, code
 version). :func:`save_expert` builds the new directory under a temporary sibling name and swaps
 it in by renames, so a crash at any point leaves the previous checkpoint readable
-(:func:`load_expert` falls back to it if the crash fell between the renames). Plain arrays and
-JSON only: loading never runs code.
+(:func:`load_expert` falls back to it if the crash fell between the renames). Object stores
+(``gs://``) have no atomic directory rename: there each save goes into a new version directory
+``<path>/v-<id>/`` and is committed by one object write of ``<path>/CURRENT`` naming it (then the
+older versions are deleted), so a crash leaves ``CURRENT`` on the previous complete version.
+Plain arrays and JSON only: loading never runs code.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import options as ocp_options
 
@@ -43,6 +46,7 @@ from aura.train.checkpoint import (
     verify_checksums,
 )
 from aura.train.metrics import to_jsonable
+from aura.train.rundir import as_path, is_remote
 
 __all__ = ["expert_rows", "insert_expert_rows", "load_expert", "save_expert"]
 
@@ -60,17 +64,48 @@ def _to_host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _rename(src: Path, dst: Path) -> None:
+CURRENT = "CURRENT"  # object stores: names the committed version directory of an expert
+
+
+def _rename(src: epath.Path, dst: epath.Path) -> None:
     os.rename(src, dst)  # Atomic on POSIX within one filesystem.
 
 
-def _siblings(path: Path, kind: str) -> list[Path]:
-    return sorted(path.parent.glob(f".{path.name}.{kind}-*"), key=lambda p: p.stat().st_mtime)
+def _siblings(path: epath.Path, kind: str) -> list[epath.Path]:
+    return sorted(path.parent.glob(f".{path.name}.{kind}-*"), key=lambda p: p.stat().mtime)
+
+
+def _write_expert(dest: epath.Path, host: Any, full: dict[str, Any]) -> None:
+    """Writes the arrays (``params/``) and the manifest (with their checksums) into ``dest``."""
+    ckptr = _single_process_checkpointer()
+    try:
+        ckptr.save(dest / PARAMS_DIR, args=ocp.args.StandardSave(host))
+        full["checksums"] = file_checksums(dest / PARAMS_DIR)  # verified by load_expert
+        if is_remote(dest):
+            (dest / MANIFEST).write_text(json.dumps(full, indent=2, allow_nan=False))
+        else:
+            with open(dest / MANIFEST, "w", encoding="utf-8") as f:
+                json.dump(full, f, indent=2, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        ckptr.close()
+
+
+def _save_versioned(path: epath.Path, host: Any, full: dict[str, Any]) -> epath.Path:
+    """Object stores: a new version directory, committed by one write of ``CURRENT``."""
+    version = f"v-{uuid.uuid4().hex[:12]}"
+    _write_expert(path / version, host, full)
+    (path / CURRENT).write_text(version)
+    for old in path.iterdir():
+        if old.name.startswith("v-") and old.name != version:
+            old.rmtree()
+    return path
 
 
 def save_expert(
-    path: str | Path, expert_params: Mapping[str, Any], manifest: Mapping[str, Any]
-) -> Path:
+    path: str | epath.PathLike, expert_params: Mapping[str, Any], manifest: Mapping[str, Any]
+) -> epath.Path:
     """Writes one expert's parameters and manifest to `path`, replacing any previous save.
 
     The new checkpoint is written to a hidden sibling, then swapped in by renames; a crash at
@@ -87,7 +122,7 @@ def save_expert(
     Returns:
       `path`.
     """
-    path = Path(path).absolute()
+    path = as_path(path)
     host = jax.tree_util.tree_map(_to_host, dict(expert_params))
     flat = flat_tree(host)
     if not flat:
@@ -107,24 +142,18 @@ def save_expert(
         format=EXPERT_FORMAT,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    if is_remote(path):
+        return _save_versioned(path, host, full)
     if not path.exists() and (olds := _siblings(path, "old")):
         _rename(olds[-1], path)  # An earlier save crashed between its renames: put it back.
     for stale in _siblings(path, "tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    ckptr = _single_process_checkpointer()
     try:
-        ckptr.save(tmp / PARAMS_DIR, args=ocp.args.StandardSave(host))
-        full["checksums"] = file_checksums(tmp / PARAMS_DIR)  # verified by load_expert
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(full, f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_expert(tmp, host, full)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        ckptr.close()
     old = None
     if path.exists():
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
@@ -135,7 +164,7 @@ def save_expert(
     return path
 
 
-def load_expert(path: str | Path, template: Any = None) -> tuple[Any, dict[str, Any]]:
+def load_expert(path: str | epath.PathLike, template: Any = None) -> tuple[Any, dict[str, Any]]:
     """Loads one expert's parameters and manifest (reads only; never runs code).
 
     Args:
@@ -150,9 +179,11 @@ def load_expert(path: str | Path, template: Any = None) -> tuple[Any, dict[str, 
       CheckpointError: missing, corrupt or incomplete checkpoint (naming the directory), or a
         leaf whose shape differs from the template (naming zone, expert, leaf and both shapes).
     """
-    path = Path(path).absolute()
+    path = as_path(path)
     src = path
-    if not path.is_dir():
+    if (path / CURRENT).exists():  # the object-store layout
+        src = path / (path / CURRENT).read_text().strip()
+    elif not path.is_dir():
         olds = _siblings(path, "old") if path.parent.is_dir() else []
         if not olds:
             where = path.parent if not path.parent.is_dir() else path

@@ -9,9 +9,8 @@ An experiment (:class:`Experiment`) says what to train; the loop does everything
   names + rules, see ``sharding``), the step is one ``jax.jit`` with in/out shardings that
   donates the old state, batches are split over the mesh's data axes (each process feeding its
   own rows), so every experiment runs data parallel with ``--mesh data=-1``;
-* orbax checkpoints at every evaluation and every ``save_every`` steps, and on SIGTERM/SIGINT
-  (then it returns with ``interrupted: true``; the same command resumes);
-* an exclusive lock on the workdir (one writer; see ``rundir``);
+* orbax checkpoints at every evaluation, every ``save_every`` steps and on SIGTERM/SIGINT (then
+  ``interrupted: true``; the same command resumes); one writer: a lock on the workdir (``rundir``);
 * metric accumulation, one console line per log interval (tokens/s and MFU when the step
   reports ``tokens``), ``metrics.jsonl`` + TensorBoard (rows after the restored step are dropped
   on resume), a progress bar;
@@ -19,8 +18,9 @@ An experiment (:class:`Experiment`) says what to train; the loop does everything
   returns a record, kept in the checkpoint meta as ``history``.
 
 Resumption is exact when :meth:`Experiment.batch` is a pure function of the step (the contract)
-and the state holds everything else: an interrupted and resumed run ends bit-identical to an
-uninterrupted one.
+or a stream whose position :meth:`Experiment.input_state` reports (saved with every checkpoint,
+one per process, and handed back through :meth:`Experiment.restore_input`), and the state holds
+everything else: an interrupted and resumed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ import jax
 import aura
 from aura.train import sharding
 from aura.train.checkpoint import TrainCheckpointer, checkpoint_dir
+from aura.train.logs import MetricsLogger
 from aura.train.metrics import (
-    MetricsLogger,
     MetricSums,
     compiled_flops,
     default_peak_flops,
     format_line,
+    is_count,
     progress,
     throughput,
     to_jsonable,
 )
-from aura.train.preemption import PreemptionGuard
-from aura.train.rundir import RunLock
+from aura.train.rundir import PreemptionGuard, RunLock
 
 __all__ = ["Experiment", "LoopConfig", "run"]
 
@@ -166,6 +166,14 @@ class Experiment:
         """JSON config stored with every checkpoint (compared on resume)."""
         return {}
 
+    def input_state(self) -> Any:
+        """JSON state of a streaming input after the batches taken so far (None: ``batch`` is a
+        pure function of the step); saved with every checkpoint, one per process."""
+        return None
+
+    def restore_input(self, state: Any, step: int) -> None:
+        """Continues the input from :meth:`input_state` as saved at ``step`` (this process's)."""
+
     def summary(self, state: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Fields added to the run's result (the command's JSON line)."""
         return {}
@@ -224,6 +232,12 @@ class _Runner:
             self.history = list(meta.get("history", []))
             self.wall_before = float(meta.get("wall_s", 0.0))
             self.period_acc = MetricSums.from_json(meta.get("period"))
+            inputs = meta.get("input") or []
+            if len(inputs) == jax.process_count():
+                exp.restore_input(inputs[self.proc], step)
+            elif inputs:
+                self.say(f"note: the input state of {len(inputs)} processes is not resumable "
+                         f"by {jax.process_count()}: the input restarts")  # fmt: skip
             changed = _changes(meta.get("experiment", {}), to_jsonable(exp.meta()))
             changed += _changes(meta.get("loop", {}), self._loop_meta())
             if changed:
@@ -251,6 +265,7 @@ class _Runner:
             "wall_s": self.wall_s(),
             "version": aura.__version__,
             "period": self.period_acc.to_json(),
+            "input": sharding.gather_json(self.exp.input_state()),
         }
         if self.ckpt.save(step, state, meta, force=force):
             self.exp.on_save(state, step)
@@ -341,7 +356,8 @@ def _run(r: _Runner) -> dict[str, Any]:
                 dt = time.time() - t_log
                 last_line = {"step": done, **r.log_acc.means()}
                 last_line.update(throughput(r.log_acc, dt, r.flops, peak))
-                last_line.pop("tokens", None)
+                for key in [k for k in last_line if is_count(k)]:
+                    last_line.pop(key)  # the counts; their rates are in the line
                 if not all(math.isfinite(v) for v in last_line.values() if isinstance(v, float)):
                     raise FloatingPointError(f"non-finite metrics at step {done}: {last_line}")
                 logger.log(done, last_line, prefix="train")
@@ -361,8 +377,7 @@ def _run(r: _Runner) -> dict[str, Any]:
             elif cfg.save_every and done % cfg.save_every == 0:
                 flush()
                 r.save(state, done)
-            stop = guard.should_stop() if jax.process_count() > 1 else guard.requested
-            if stop and done < total:
+            if guard.should_stop(done) and done < total:  # all processes at the same step
                 flush()
                 r.save(state, done, force=True)
                 r.ckpt.wait()

@@ -1,39 +1,36 @@
-"""Training metrics: a JSONL log, TensorBoard scalars, a compact console line and a progress bar.
+"""Training metrics: FLOPs and MFU, metric sums and rates, JSON values, the console line.
 
-`MetricsLogger` appends one JSON object per `log` call to `<workdir>/metrics.jsonl` (flushed at
-once, so a killed run keeps everything it logged) and mirrors the numbers to TensorBoard through
-tensorboardX (`<workdir>/tb`, no TensorFlow needed). Only process 0 writes; every other process
-gets a logger whose calls do nothing, so a multi-host loop can call it unconditionally.
+* FLOPs and MFU (the one implementation; the loop and the benchmarks use it):
+  :func:`compiled_flops` (XLA's cost analysis of the compiled step), :data:`PEAK_FLOPS` with
+  :func:`default_peak_flops` and :func:`parse_peak_flops` (``--peak_flops``), :func:`mfu`;
+* :class:`MetricSums` and :func:`throughput` (steps/s, ``<count>_per_sec`` of every token
+  count, MFU);
+* :func:`to_jsonable`, :func:`format_line` (one console line per log interval) and
+  :func:`progress` (tqdm, off when stderr is not a terminal or on processes other than 0).
 
-`format_line` renders one console line per log interval and `progress` wraps tqdm, switched off
-when stderr is not a terminal or on processes other than 0.
-
-JSON records are flat: `{"step": 12, "time": 1712.3, "train/loss": 0.41, "train/util": [...]}`
-where the key is `<prefix>/<name>` (or `<name>` without prefix) and `time` is the Unix time.
+The JSONL/TensorBoard writer is `aura.train.logs.MetricsLogger`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 __all__ = [
     "PEAK_FLOPS",
     "MetricSums",
-    "MetricsLogger",
     "compiled_flops",
     "default_peak_flops",
     "format_line",
+    "mfu",
+    "parse_peak_flops",
     "progress",
     "throughput",
     "to_jsonable",
@@ -41,8 +38,6 @@ __all__ = [
 
 # Arrays up to this many elements are logged as JSON lists; larger ones as a summary.
 MAX_JSON_ARRAY = 4096
-# 1-D arrays up to this many elements go to TensorBoard as one scalar per element (`name/i`).
-MAX_TB_SCALARS = 256
 
 
 def _float(x: float) -> float | None:
@@ -100,130 +95,6 @@ def _resolve_process_index(process_index: int | None) -> int:
     return jax.process_index()
 
 
-class MetricsLogger:
-    """Writes metrics to `<workdir>/metrics.jsonl` and TensorBoard, on process 0 only.
-
-    Usable as a context manager; `close()` is idempotent.
-    """
-
-    def __init__(
-        self,
-        workdir: str | Path,
-        *,
-        process_index: int | None = None,
-        tensorboard: bool = True,
-    ) -> None:
-        """Opens the log files (appending, so a resumed run continues the same files).
-
-        Args:
-          workdir: run directory; created if missing.
-          process_index: this process's index; `None` asks jax. Only process 0 writes.
-          tensorboard: also write TensorBoard event files under `<workdir>/tb`.
-        """
-        self.workdir = Path(workdir)
-        self.active = _resolve_process_index(process_index) == 0
-        self.jsonl_path = self.workdir / "metrics.jsonl"
-        self._file = None
-        self._writer = None
-        if not self.active:
-            return
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open.
-        if tensorboard:
-            self._writer = SummaryWriter(str(self.workdir / "tb"))
-
-    def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
-        """Appends one JSON line and writes the numeric values to TensorBoard.
-
-        Args:
-          step: global training step (the x axis in TensorBoard).
-          metrics: name -> number, numpy/jax scalar or small array (e.g. per-expert utilisation),
-            or a nested mapping (flattened to `outer/inner`).
-          prefix: prepended to every name as `prefix/name` (e.g. "train", "eval", "epoch").
-        """
-        if not self.active or self._file is None:
-            return
-        flat = _flatten(metrics, prefix)
-        record = {"step": int(step), "time": round(time.time(), 3)}
-        record.update({k: to_jsonable(v) for k, v in flat.items()})
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
-        if self._writer is not None:
-            for tag, value in flat.items():
-                self._write_tb(tag, value, int(step))
-            self._writer.flush()
-
-    def truncate_after(self, step: int) -> int:
-        """Drops JSONL rows logged after ``step`` (a resumed run repeats those steps).
-
-        Returns:
-          How many rows were dropped. TensorBoard keeps its events (it shows the latest value
-          of a repeated step).
-        """
-        if not self.active or self._file is None:
-            return 0
-        self._file.close()
-        lines = self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = []
-        for line in lines:
-            try:
-                if int(json.loads(line).get("step", 0)) > step:
-                    continue
-            except (ValueError, AttributeError, TypeError):
-                continue  # a torn last line from a killed run
-            kept.append(line)
-        if len(kept) != len(lines):
-            tmp = self.jsonl_path.with_name(f".{self.jsonl_path.name}.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            tmp.replace(self.jsonl_path)
-        self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open.
-        return len(lines) - len(kept)
-
-    def _write_tb(self, tag: str, value: Any, step: int) -> None:
-        if isinstance(value, str) or value is None:
-            return
-        try:
-            arr = np.asarray(value)
-        except (TypeError, ValueError):
-            return
-        if arr.dtype.kind not in "biuf" or arr.size == 0:
-            return
-        arr = arr.astype(np.float32)
-        if arr.ndim == 0:
-            self._writer.add_scalar(tag, float(arr), step)
-        elif arr.ndim == 1 and arr.size <= MAX_TB_SCALARS:
-            for i, v in enumerate(arr):
-                self._writer.add_scalar(f"{tag}/{i}", float(v), step)
-        else:
-            self._writer.add_histogram(tag, arr.reshape(-1), step)  # [any] -> [N]
-
-    def close(self) -> None:
-        """Flushes and closes the files."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def __enter__(self) -> MetricsLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _flatten(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in metrics.items():
-        name = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, name))
-        else:
-            out[name] = v
-    return out
-
-
 # Console names: long metric names shown short.
 _SHORT = {
     "accuracy": "acc",
@@ -231,6 +102,8 @@ _SHORT = {
     "entropy": "H",
     "utilisation": "util",
     "utilization": "util",
+    "tokens_per_sec": "real tok/s",  # non-padding input tokens (prompt and response) per second
+    "scored_tokens_per_sec": "scored tok/s",  # response tokens with a loss per second
 }
 # Durations shown as "12.3s" without a name; other keys ending in "_s" keep theirs.
 _TIME_KEYS = ("time", "seconds", "wall", "wall_s", "epoch_s", "epoch_time", "elapsed", "dt")
@@ -317,10 +190,36 @@ def progress(
     )
 
 
-# Peak dense FLOP/s per device for MFU (bf16 on accelerators; f32 XLA matmul on the 2-core CPU
-# development machine, measured: about 165 GFLOP/s for the whole process).
+# Peak dense FLOP/s per device for MFU; ``--peak_flops`` takes a number or one of these names.
+# cpu: measured, XLA's f32 matmul on the 2-core development machine (1024-2048 square; per
+# process; another CPU: measure and pass --peak_flops). TPU v4 275e12, v5e ("v5 lite") 197e12,
+# v5p 459e12: bf16 per chip (Cloud TPU docs). H100/H200 989e12 (SXM, dense bf16, no sparsity),
+# A100 312e12 (NVIDIA datasheets).
 PEAK_FLOPS = {"cpu": 165e9, "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12,
               "tpu v5p": 459e12, "h100": 989e12, "h200": 989e12, "a100": 312e12}  # fmt: skip
+PEAK_HELP = "peak FLOP/s per device for MFU: a number (e.g. 165e9) or " + ", ".join(
+    f"'{k}'" for k in PEAK_FLOPS
+)
+
+
+def parse_peak_flops(value: str | float | None) -> float | None:
+    """A ``--peak_flops`` value: FLOP/s or a name of :data:`PEAK_FLOPS` (None stays None).
+
+    Raises:
+      ValueError: neither a positive number nor a known name (the message lists the names).
+    """
+    if value is None:
+        return None
+    key = str(value).lower().replace("_", " ")
+    if key in PEAK_FLOPS:
+        return PEAK_FLOPS[key]
+    try:
+        peak = float(value)
+    except ValueError:
+        raise ValueError(f"--peak_flops {value!r}: {PEAK_HELP}") from None
+    if not peak > 0:
+        raise ValueError(f"--peak_flops must be > 0, got {value!r}")
+    return peak
 
 
 def default_peak_flops(devices=None) -> float:
@@ -336,13 +235,22 @@ def default_peak_flops(devices=None) -> float:
 
 
 def compiled_flops(compiled) -> float:
-    """FLOPs of one call of a compiled jax function (its cost analysis; NaN if unavailable)."""
+    """FLOPs of one call of a compiled jax function: XLA's cost analysis of what it executes
+    (matmuls and elementwise work alike; NaN if unavailable). XLA counts a loop body once, not
+    once per iteration, so sequential recurrences (lax.scan over tokens) are undercounted;
+    their FLOPs are small next to the matmuls here."""
     try:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list | tuple) else cost
         return float(cost.get("flops", float("nan")))
     except Exception:  # Some backends do not report a cost analysis.
         return float("nan")
+
+
+def mfu(flops: float, seconds: float, peak: float) -> float:
+    """Model FLOP utilisation ``flops / seconds / peak`` (NaN without FLOPs, time or peak)."""
+    ok = math.isfinite(flops) and math.isfinite(peak) and peak > 0 and seconds > 0
+    return flops / seconds / peak if ok else float("nan")
 
 
 class MetricSums:
@@ -382,8 +290,14 @@ class MetricSums:
         return {k: (v / n).tolist() if np.ndim(v) else float(v / n) for k, v in self.sums.items()}
 
 
+def is_count(name: str) -> bool:
+    """Whether a step metric is a token count (``tokens``, ``*_tokens``): logged as a rate."""
+    return name == "tokens" or name.endswith("_tokens")
+
+
 def throughput(sums: MetricSums, seconds: float, flops: float, peak: float) -> dict[str, float]:
-    """steps/s, tokens/s (when the steps report ``tokens``) and MFU of ``sums.count`` steps.
+    """steps/s, ``<count>_per_sec`` of every token count the steps report (:func:`is_count`;
+    e.g. ``tokens`` -> ``tokens_per_sec``) and MFU of ``sums.count`` steps.
 
     Args:
       sums: the steps' summed metrics.
@@ -391,10 +305,11 @@ def throughput(sums: MetricSums, seconds: float, flops: float, peak: float) -> d
       flops: FLOPs of one step (:func:`compiled_flops`; NaN: no MFU).
       peak: peak FLOP/s of the devices that ran them.
     """
-    steps = sums.count
-    out: dict[str, float] = {"steps_per_sec": steps / max(seconds, 1e-9)}
-    if "tokens" in sums.sums:
-        out["tokens_per_sec"] = float(sums.sums["tokens"]) / max(seconds, 1e-9)
-    if math.isfinite(flops) and math.isfinite(peak) and peak > 0:
-        out["mfu"] = flops * steps / max(seconds, 1e-9) / peak
+    seconds = max(seconds, 1e-9)
+    out: dict[str, float] = {"steps_per_sec": sums.count / seconds}
+    for name in sorted(filter(is_count, sums.sums)):
+        out[f"{name}_per_sec"] = float(sums.sums[name]) / seconds
+    value = mfu(flops * sums.count, seconds, peak)
+    if math.isfinite(value):
+        out["mfu"] = value
     return out

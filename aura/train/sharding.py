@@ -24,6 +24,7 @@ simply the mesh ``data=-1`` (no ``jax.pmap``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -310,6 +311,20 @@ def place_batch(
         return global_batch(x, mesh, batch_axis, global_rows=rows)
 
     return jax.tree.map(put, data), jax.device_put(extras, rep, may_alias=False)
+
+
+def gather_json(value: Any) -> list[Any] | None:
+    """Every process's JSON ``value``, in process order (a collective with several processes;
+    None when every value is None)."""
+    if jax.process_count() == 1:
+        return None if value is None else [value]
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size]))  # [P, 1]
+    buf = np.zeros((int(sizes.max()),), np.uint8)
+    buf[: data.size] = data
+    rows = multihost_utils.process_allgather(buf)  # [P, max size]
+    out = [json.loads(bytes(rows[i, : int(n)]).decode()) for i, n in enumerate(sizes[:, 0])]
+    return None if all(v is None for v in out) else out
 
 
 def _buffer(x: Any) -> int | None:

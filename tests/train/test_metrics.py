@@ -14,7 +14,8 @@ from tensorboardX.proto import event_pb2
 
 from aura.experiments.mnist_poc.plots import plot_routing
 from aura.train import metrics as metrics_lib
-from aura.train.metrics import MetricsLogger, format_line, progress, to_jsonable
+from aura.train.logs import MetricsLogger
+from aura.train.metrics import format_line, progress, to_jsonable
 
 
 def _read_events(tb_dir) -> dict[str, list[tuple[int, float]]]:

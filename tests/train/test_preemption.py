@@ -1,4 +1,4 @@
-"""Tests for aura.train.preemption: signals become a stop flag, handlers are restored."""
+"""Tests for aura.train.rundir.PreemptionGuard: signals become a stop flag, handlers restored."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from aura.train.preemption import PreemptionGuard
+from aura.train.rundir import PreemptionGuard
 
 
 def _wait_for(cond, timeout: float = 5.0) -> bool:
@@ -50,7 +50,7 @@ def test_request_without_signal():
 
 _LOOP = """
 import pathlib, sys, time
-from aura.train.preemption import PreemptionGuard
+from aura.train.rundir import PreemptionGuard
 with PreemptionGuard() as guard:
     print("ready", flush=True)
     step = 0

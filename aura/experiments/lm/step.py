@@ -2,6 +2,16 @@
 
 Shapes: A accumulation micro-steps, B batch (global), T tokens, V vocabulary.
 
+A batch is a dict of ``ids`` (int32), ``mask`` (float32, 1 on scored response tokens),
+``positions`` (int32, each token's position within its record) and ``segments`` (int32, 1.. per
+record in the row, 0 on padding), from `aura.data.stream`. Rows may pack several records: the
+model restarts its recurrent state where ``positions`` is 0, so every record's loss and gradient
+are those of the record alone (tests/experiments/lm/test_packing.py).
+
+Token counts in the metrics: ``tokens`` = real (non-padding) input tokens of the step, every
+token of a record, prompt and response (``segments > 0``); ``scored_tokens`` = the response
+tokens whose prediction has a loss. The loop turns both into ``*_per_sec``.
+
 The loss is the next-token cross-entropy over response tokens only (the mask from the
 instruction formatter), averaged over the masked tokens of the whole accumulated batch, plus the
 MoE's load-balance and z-losses. Gradient accumulation scans over A micro-batches inside one
@@ -47,7 +57,7 @@ def masked_next_token_loss(logits: jax.Array, tokens: jax.Array, mask: jax.Array
 
 
 def build_lm_train_step(model: SelfTeachingAdapter, optimizer, loss_cfg=LMLossConfig()):
-    """Returns ``step(state, tokens [A, B, T], mask [A, B, T]) -> (state, metrics)``.
+    """Returns ``step(state, batch) -> (state, metrics)``, batch fields ``[A, B, T]``.
 
     Not jitted: the caller jits it with its shardings. The objective is
     ``sum(masked CE) / (masked tokens of all A micro-batches) + mean_A(aux losses)``; the token
@@ -55,30 +65,33 @@ def build_lm_train_step(model: SelfTeachingAdapter, optimizer, loss_cfg=LMLossCo
     full batch's.
     """
 
-    def micro_objective(params, tokens, mask, count, A):
-        logits, _, aux = model.apply({"params": params}, tokens)
-        total, _ = masked_next_token_loss(logits, tokens, mask)
+    def micro_objective(params, batch, count, A):
+        tokens = batch["ids"]
+        logits, _, aux = model.apply({"params": params}, tokens, positions=batch["positions"])
+        total, _ = masked_next_token_loss(logits, tokens, batch["mask"])
         side = loss_cfg.load_balance * aux.load_balance_loss + loss_cfg.z_loss * aux.router_z_loss
         return total / count + side / A, (total, side, aux.gate_entropy)
 
     grad_fn = jax.grad(micro_objective, has_aux=True)
 
-    def step(state: TrainState, tokens, mask):
-        A = tokens.shape[0]
-        count = jnp.maximum(jnp.sum(mask[:, :, 1:].astype(jnp.float32)), 1.0)
+    def step(state: TrainState, batch: dict):
+        A = batch["ids"].shape[0]
+        scored = jnp.sum(batch["mask"][:, :, 1:].astype(jnp.float32))
+        count = jnp.maximum(scored, 1.0)
 
-        def accumulate(carry, batch):
+        def accumulate(carry, micro):
             grads, total, side, ent = carry
-            g, (t, s, e) = grad_fn(state.params, *batch, count, A)
+            g, (t, s, e) = grad_fn(state.params, micro, count, A)
             return (jax.tree.map(jnp.add, grads, g), total + t, side + s, ent + e), None
 
         init = (jax.tree.map(jnp.zeros_like, state.params), 0.0, 0.0, 0.0)
-        (grads, total, side, ent), _ = jax.lax.scan(accumulate, init, (tokens, mask))
+        (grads, total, side, ent), _ = jax.lax.scan(accumulate, init, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": total / count,
-            "tokens": count,
+            "tokens": jnp.sum(batch["segments"] > 0).astype(jnp.float32),
+            "scored_tokens": scored,
             "aux_loss": side / A,
             "gate_entropy": ent / A,
             "grad_norm": optax.tree.norm(grads),
@@ -89,10 +102,10 @@ def build_lm_train_step(model: SelfTeachingAdapter, optimizer, loss_cfg=LMLossCo
 
 
 def build_lm_eval(model: SelfTeachingAdapter):
-    """Returns ``evaluate(params, tokens [B, T], mask [B, T]) -> (sum CE nats, scored tokens)``."""
+    """Returns ``evaluate(params, batch) -> (sum CE nats, scored tokens)``, fields [B, T]."""
 
-    def evaluate(params, tokens, mask):
-        logits, _, _ = model.apply({"params": params}, tokens)
-        return masked_next_token_loss(logits, tokens, mask)
+    def evaluate(params, batch):
+        logits, _, _ = model.apply({"params": params}, batch["ids"], positions=batch["positions"])
+        return masked_next_token_loss(logits, batch["ids"], batch["mask"])
 
     return evaluate

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 import aura
 from aura.experiments.zones.registry import ZoneSpec, get_zone
 from aura.train.experts import expert_rows, save_expert
-from aura.train.rundir import write_json_atomic
+from aura.train.rundir import as_path, write_json_atomic
 
 __all__ = [
     "JOINT_DIR",
@@ -44,7 +44,7 @@ ZONE_MANIFEST, ROOT_MANIFEST = "zone.json", "zones.json"
 JOINT_DIR, JOINT_MANIFEST = "joint", "joint.json"
 
 
-def expert_ckpt_path(root: str | Path, zone: str, idx: int) -> Path:
+def expert_ckpt_path(root: str | epath.PathLike, zone: str, idx: int) -> epath.Path:
     """``<root>/<zone>/expert_<idx>``: where expert ``idx`` of ``zone`` is saved.
 
     Raises:
@@ -54,10 +54,12 @@ def expert_ckpt_path(root: str | Path, zone: str, idx: int) -> Path:
         raise ValueError(f"zone name {zone!r} must be a plain directory name")
     if isinstance(idx, bool) or not isinstance(idx, int | np.integer) or idx < 0:
         raise ValueError(f"expert index {idx!r} must be an int >= 0")
-    return Path(root) / zone / f"expert_{int(idx)}"
+    return as_path(root) / zone / f"expert_{int(idx)}"
 
 
-def head_path(root: str | Path, zone: str, registry: Mapping[str, ZoneSpec] | None = None) -> Path:
+def head_path(
+    root: str | epath.PathLike, zone: str, registry: Mapping[str, ZoneSpec] | None = None
+) -> epath.Path:
     """``<root>/<zone>/<head>``: the zone's head directory.
 
     Raises:
@@ -67,16 +69,16 @@ def head_path(root: str | Path, zone: str, registry: Mapping[str, ZoneSpec] | No
     if not spec.head:
         raise ValueError(f"zone {zone!r} has no head (zones with heads: amygdala, thalamus, "
                          "hypothalamus)")  # fmt: skip
-    return Path(root) / zone / spec.head
+    return as_path(root) / zone / spec.head
 
 
-def joint_dir(root: str | Path) -> Path:
+def joint_dir(root: str | epath.PathLike) -> epath.Path:
     """``<root>/joint``: the joint stage's run directory."""
-    return Path(root) / JOINT_DIR
+    return as_path(root) / JOINT_DIR
 
 
 def save_zone_experts(
-    root: str | Path,
+    root: str | epath.PathLike,
     zone: str,
     experts: Any,
     count: int,
@@ -85,7 +87,7 @@ def save_zone_experts(
     metrics: Sequence[Mapping[str, Any]] | None = None,
     per_expert: Sequence[Mapping[str, Any]] | None = None,
     **common: Any,
-) -> list[Path]:
+) -> list[epath.Path]:
     """Saves experts ``0 .. count-1`` of a stacked ``[E, ...]`` experts tree on their own.
 
     Args:
@@ -111,10 +113,12 @@ def save_zone_experts(
     return paths
 
 
-def write_zone_manifest(root: str | Path, zone: str, spec: ZoneSpec, analytics: dict, **extra):
+def write_zone_manifest(
+    root: str | epath.PathLike, zone: str, spec: ZoneSpec, analytics: dict, **extra
+):
     """Writes ``<root>/<zone>/zone.json``: the zone's preset, analytics and artefacts."""
     return write_json_atomic(
-        Path(root) / zone / ZONE_MANIFEST,
+        as_path(root) / zone / ZONE_MANIFEST,
         {
             "zone": zone,
             "preset": spec.as_dict(),

@@ -14,7 +14,6 @@ the run (one writer).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import aura
@@ -89,7 +88,7 @@ def _pretrain_zones(cfg: ZonesConfig, log) -> dict[str, Any]:
         log("interrupted: progress is saved; rerun the same command to resume")
         return result
     write_json_atomic(
-        Path(cfg.ckpt_root) / ROOT_MANIFEST,
+        f"{cfg.ckpt_root}/{ROOT_MANIFEST}",
         {**result, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "code_version": aura.__version__},
     )  # fmt: skip

@@ -63,9 +63,12 @@ def test_accumulation_equals_the_full_batch_gradient():
     opt, _ = make_lm_optimizer(1e-3, 10, warmup=1)
     step = jax.jit(build_lm_train_step(model, opt))
     state = LMState(params, opt.init(params), jnp.asarray(0))
-    full, m_full = step(state, tokens[None], mask[None])  # A=1, B=4
+    positions = jnp.broadcast_to(jnp.arange(12), (4, 12))
+    batch = {"ids": tokens, "mask": mask, "positions": positions, "segments": positions * 0 + 1}
+    full, m_full = step(state, {k: v[None] for k, v in batch.items()})  # A=1, B=4
     state = LMState(params, opt.init(params), jnp.asarray(0))
-    acc, m_acc = step(state, tokens.reshape(2, 2, 12), mask.reshape(2, 2, 12))  # A=2, B=2
+    acc, m_acc = step(state, {k: v.reshape(2, 2, 12) for k, v in batch.items()})  # A=2, B=2
+    assert float(m_full["tokens"]) == 48 == float(m_acc["tokens"])  # every token is real
     np.testing.assert_allclose(m_full["loss"], m_acc["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(acc.params), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-4)

@@ -60,9 +60,10 @@ def test_unknown_zone_names_the_valid_ones():
 
 
 def test_the_checkpoint_layout():
-    assert layout.expert_ckpt_path("checkpoints", "amygdala", 3) == Path(
-        "checkpoints/amygdala/expert_3"
-    )
+    assert (
+        layout.expert_ckpt_path("checkpoints", "amygdala", 3)
+        == Path("checkpoints/amygdala/expert_3").absolute()
+    )  # local paths are made absolute; gs:// URLs are kept (rundir.as_path)
     assert layout.expert_ckpt_path("/x", "language", 0) == Path("/x/language/expert_0")
     assert layout.head_path("/x", "hypothalamus") == Path("/x/hypothalamus/control_head")
     assert layout.joint_dir("/x") == Path("/x/joint")
