@@ -46,6 +46,7 @@ def test_latent_hmm_likelihood_equals_the_em_library(setup):
                                rtol=1e-4)  # fmt: skip
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_training_lowers_the_loss_and_heads_have_shapes(setup):
     model, x, params = setup
     opt = optax.adam(1e-2)

@@ -1,4 +1,4 @@
-"""Smoke tests of tools/bench_encoder.py and tools/memory_eval.py (need the MiniLM package)."""
+"""Smoke tests of tools/bench_encoder.py and the memory_eval command (need the MiniLM package)."""
 
 import importlib.util
 import json
@@ -35,7 +35,9 @@ def test_bench_encoder_writes_json(tmp_path):
 def test_memory_eval_tool_table_and_json(tmp_path):
     out = tmp_path / "m.json"
     proc = _run(
-        "tools/memory_eval.py",
+        "-m",
+        "aura.build",
+        "memory_eval",
         "--dialogues",
         TINY,
         "--metrics_out",
@@ -54,6 +56,6 @@ def test_memory_eval_tool_table_and_json(tmp_path):
 
 
 def test_memory_eval_tool_bad_record_fails_with_file_and_line():
-    proc = _run("tools/memory_eval.py", "--dialogues", TINY, "--on_bad_record", "fail")
+    proc = _run("-m", "aura.build", "memory_eval", "--dialogues", TINY, "--on_bad_record", "fail")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {TINY}:2:")

@@ -162,6 +162,7 @@ def test_domain_scenario_answers_within_pair_labels(data, tmp_path):
     assert matrix[-1][0] > 0.8 and matrix[-1][1] > 0.8
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_sigterm_mid_task_resumes_to_the_same_accuracy_matrix(
     data, tmp_path, monkeypatch, stop_after
 ):

@@ -55,6 +55,7 @@ def test_masked_loss_ignores_prompt_tokens():
     np.testing.assert_allclose(masked_next_token_loss(changed, tokens, mask)[0], total, rtol=1e-6)
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_accumulation_equals_the_full_batch_gradient():
     model = SelfTeachingAdapter(tiny_model(vocab=50))
     tokens = jax.random.randint(jax.random.key(0), (4, 12), 0, 50)

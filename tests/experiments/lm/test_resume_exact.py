@@ -62,6 +62,7 @@ def final_state(out: Path):
     return state, meta
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_kill_9_then_the_same_command_resumes_bit_for_bit(corpus, env, tmp_path):
     steps = 120
     killed, clean = tmp_path / "killed", tmp_path / "clean"

@@ -143,6 +143,7 @@ def run_cfg(path, workdir, epochs, **kw):
     )
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_training_grows_saves_experts_and_resumes_step_count(digits, tmp_path):
     path, *_ = digits
     r1 = poc.train(run_cfg(path, tmp_path, 2), log=lambda s: None)

@@ -134,6 +134,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_the_broadcaster_makes_zones_specialise(runs):
     _, on, _ = runs[True]
     _, off, _ = runs[False]
@@ -147,6 +148,7 @@ def test_the_broadcaster_makes_zones_specialise(runs):
         assert 0.05 < shares["share"] < 0.7, (z, shares)  # the bus keeps routing balanced
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_joint_run_writes_analytics_and_per_zone_expert_checkpoints(runs):
     cfg, result, logs = runs[True]
     manifest = json.loads((cfg.workdir / "joint.json").read_text())
@@ -163,6 +165,7 @@ def test_joint_run_writes_analytics_and_per_zone_expert_checkpoints(runs):
     assert any("growth" in s for s in logs)
 
 
+@pytest.mark.slow  # >= 20 s on 2 cores; make test-all runs it
 def test_joint_resume_after_sigterm_matches_the_uninterrupted_run(runs, tmp_path, monkeypatch,
                                                                   stop_after):  # fmt: skip
     cfg, full, _ = runs[True]
