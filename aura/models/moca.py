@@ -5,8 +5,9 @@ Shapes: B batch, T tokens, D width, V vocabulary, L labels.
 Built from a config (:func:`moca_config`; presets in ``configs/moca.py``). Two heads:
 
 * ``num_classes == 0``: a per-token vocabulary head, logits [B, T, V] (copy/recall);
-* ``num_classes > 0``: a sequence classifier over the masked mean of the final token states,
-  logits [B, L] (text classification).
+* ``num_classes > 0``: a sequence classifier over the final token states pooled over the
+  mask (``pooling``: a learned softmax score per token, which can weight rare informative
+  tokens up as TF-IDF does, or the plain mean), logits [B, L] (text classification).
 
 The carry is a tuple with one :class:`MocaCarry` per layer; ``initial_carry`` builds it (with
 optional per-sequence counter offsets, used for randomised positions in training) and every
@@ -63,6 +64,7 @@ def moca_config() -> ml_collections.ConfigDict:
     c.sharpness = 10.0
     c.capacity_factor = 2.0
     c.dispatch = "auto"
+    c.pooling = "attention"  # classifier pooling over tokens: "attention" or "mean"
     return c
 
 
@@ -81,6 +83,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"model.slot_top_k = {c.slot_top_k} must be in [1, num_slots={c.num_slots}]"
         )
+    if c.pooling not in ("attention", "mean"):
+        raise ValueError(f"model.pooling = {c.pooling!r}; valid: attention, mean")
     if c.temperature <= 0:
         raise ValueError(f"model.temperature = {c.temperature} must be > 0")
 
@@ -99,6 +103,8 @@ class MocaNet(nn.Module):
         self.norm = nn.LayerNorm(name="norm")
         out = c.num_classes or c.vocab_size
         self.head = nn.Dense(out, name="head")
+        if c.num_classes and c.pooling == "attention":
+            self.pool_score = nn.Dense(1, name="pool_score")
 
     def controls(self) -> RoutingControls:
         """Default expert routing controls: all experts active, the configured temperature."""
@@ -145,10 +151,19 @@ class MocaNet(nn.Module):
             auxes.append(aux)
         x = self.norm(x)
         if self.config.num_classes:
-            m = jnp.ones(tokens.shape, x.dtype) if mask is None else mask.astype(x.dtype)
-            pooled = jnp.einsum("btd,bt->bd", x, m) / jnp.maximum(m.sum(1, keepdims=True), 1.0)
-            return self.head(pooled), tuple(new_carry), tuple(auxes)  # [B, L]
+            return self.head(self._pool(x, mask)), tuple(new_carry), tuple(auxes)  # [B, L]
         return self.head(x), tuple(new_carry), tuple(auxes)  # [B, T, V]
+
+    def _pool(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+        """[B, T, D] -> [B, D]: mean, or softmax-weighted by a learned score, over the mask."""
+        m = jnp.ones(x.shape[:2], bool) if mask is None else mask.astype(bool)  # [B, T]
+        if self.config.pooling == "mean":
+            w = m.astype(x.dtype)
+        else:
+            s = jnp.where(m, self.pool_score(x)[..., 0], -1e30)  # [B, T]
+            w = jnp.where(m, jnp.exp(s - jnp.max(s, axis=1, keepdims=True)), 0.0)
+        w = w / jnp.maximum(w.sum(1, keepdims=True), 1e-30)
+        return jnp.einsum("btd,bt->bd", x, w)  # [B, D]
 
 
 def summarize(auxes: tuple[MocaAux, ...]) -> dict[str, jax.Array]:

@@ -176,7 +176,7 @@ class MocaLayer(nn.Module):
     def __call__(
         self,
         x: jax.Array,
-        carry: MocaCarry,
+        carry: MocaCarry | None = None,
         controls: RoutingControls | None = None,
         mask: jax.Array | None = None,
         separators: jax.Array | None = None,
@@ -185,7 +185,7 @@ class MocaLayer(nn.Module):
 
         Args:
           x: token features [B, T, D].
-          carry: state before the chunk (``initial_carry`` or a previous call's).
+          carry: state before the chunk (a previous call's; default ``initial_carry(B)``).
           controls: expert routing controls (temperature also used for the slots).
           mask: bool [B, T], tokens that count in the statistics (default all).
           separators: bool [B, T], segment ends: the counters return to their origin.
@@ -194,6 +194,7 @@ class MocaLayer(nn.Module):
           (y [B, T, D], the carry after the chunk, MocaAux).
         """
         controls = self._controls(controls)
+        carry = self.initial_carry(x.shape[0]) if carry is None else carry
         codes, counters = self.counters(x, carry.counters, separators)  # [B, T, C·P]
         h = x + self.pos_proj(codes)
         hn = self.norm_h(h)
