@@ -6,8 +6,10 @@ Built from a config (:func:`moca_config`; presets in ``configs/moca.py``). Two h
 
 * ``num_classes == 0``: a per-token vocabulary head, logits [B, T, V] (copy/recall);
 * ``num_classes > 0``: a sequence classifier over the final token states pooled over the
-  mask (``pooling``: a learned softmax score per token, which can weight rare informative
-  tokens up as TF-IDF does, or the plain mean), logits [B, L] (text classification).
+  mask: softmax weights from a learned per-token score (``pooling="attention"``, else equal)
+  plus an optional given bias per token (``pool_bias``; the text task passes each token's log
+  inverse document frequency, so rare informative tokens weigh more as in TF-IDF), logits
+  [B, L] (text classification).
 
 The carry is a tuple with one :class:`MocaCarry` per layer; ``initial_carry`` builds it (with
 optional per-sequence counter offsets, used for randomised positions in training) and every
@@ -64,7 +66,7 @@ def moca_config() -> ml_collections.ConfigDict:
     c.sharpness = 10.0
     c.capacity_factor = 2.0
     c.dispatch = "auto"
-    c.pooling = "attention"  # classifier pooling over tokens: "attention" or "mean"
+    c.pooling = "attention"  # classifier pooling: "attention" (learned score) or "mean"
     return c
 
 
@@ -124,6 +126,7 @@ class MocaNet(nn.Module):
         controls: RoutingControls | None = None,
         mask: jax.Array | None = None,
         offsets: jax.Array | None = None,
+        pool_bias: jax.Array | None = None,
     ) -> tuple[jax.Array, tuple[MocaCarry, ...], tuple[MocaAux, ...]]:
         """Runs tokens [B, T] (int) through the network.
 
@@ -133,6 +136,8 @@ class MocaNet(nn.Module):
           controls: expert routing controls (default: :meth:`controls`).
           mask: bool [B, T] real tokens (statistics, and the classifier's pooling).
           offsets: counter offsets [B] for a fresh carry (ignored when ``carry`` is given).
+          pool_bias: f32 [B, T] added to the classifier's pooling scores (e.g. the log inverse
+            document frequency of each token, a TF-IDF-like prior; classifier only).
 
         Returns:
           (logits [B, T, V] or [B, L], the new carry, per-layer MocaAux).
@@ -151,17 +156,18 @@ class MocaNet(nn.Module):
             auxes.append(aux)
         x = self.norm(x)
         if self.config.num_classes:
-            return self.head(self._pool(x, mask)), tuple(new_carry), tuple(auxes)  # [B, L]
+            pooled = self._pool(x, mask, pool_bias)
+            return self.head(pooled), tuple(new_carry), tuple(auxes)  # [B, L]
         return self.head(x), tuple(new_carry), tuple(auxes)  # [B, T, V]
 
-    def _pool(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-        """[B, T, D] -> [B, D]: mean, or softmax-weighted by a learned score, over the mask."""
+    def _pool(self, x: jax.Array, mask: jax.Array | None, bias: jax.Array | None) -> jax.Array:
+        """[B, T, D] -> [B, D]: softmax over the mask of (learned score + bias), or the mean."""
         m = jnp.ones(x.shape[:2], bool) if mask is None else mask.astype(bool)  # [B, T]
-        if self.config.pooling == "mean":
-            w = m.astype(x.dtype)
-        else:
-            s = jnp.where(m, self.pool_score(x)[..., 0], -1e30)  # [B, T]
-            w = jnp.where(m, jnp.exp(s - jnp.max(s, axis=1, keepdims=True)), 0.0)
+        s = jnp.zeros(x.shape[:2], jnp.float32) if bias is None else bias.astype(jnp.float32)
+        if self.config.pooling == "attention":
+            s = s + self.pool_score(x)[..., 0]  # [B, T]
+        s = jnp.where(m, s, -1e30)
+        w = jnp.where(m, jnp.exp(s - jnp.max(s, axis=1, keepdims=True)), 0.0)
         w = w / jnp.maximum(w.sum(1, keepdims=True), 1e-30)
         return jnp.einsum("btd,bt->bd", x, w)  # [B, D]
 

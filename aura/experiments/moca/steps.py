@@ -121,7 +121,9 @@ def classification_loss(
 ) -> tuple[jax.Array, Metrics]:
     """Text objective: cross-entropy of the pooled classifier; ``weight`` [B] masks padding rows."""
     tokens = data["tokens"]
-    logits, _, auxes = model.apply({"params": params}, tokens, None, controls, tokens != 0)
+    logits, _, auxes = model.apply(
+        {"params": params}, tokens, None, controls, tokens != 0, None, data.get("pool_bias")
+    )
     w = data["weight"].astype(jnp.float32)  # [B]; 0 for rows that only pad the batch
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, data["labels"])  # [B]
     n = jnp.maximum(w.sum(), 1.0)

@@ -38,6 +38,7 @@ class TextTask:
     eval_labels: np.ndarray
     tokenizer_path: str
     vocab_size: int
+    log_idf: np.ndarray  # f32 [V] from the training split (the classifier's pooling prior)
 
     @property
     def num_labels(self) -> int:
@@ -60,11 +61,15 @@ class TextTask:
             "tokens": tokens,
             "labels": self.train_labels[idx],
             "weight": np.ones(len(idx), np.float32),
+            "pool_bias": self.log_idf[tokens],
         }
 
     def eval_batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
         """The eval split in order, the last batch padded with weight-0 rows."""
-        return _padded_batches(self.eval_tokens, self.eval_labels, batch_size)
+        batches = _padded_batches(self.eval_tokens, self.eval_labels, batch_size)
+        for b in batches:
+            b["pool_bias"] = self.log_idf[b["tokens"]]
+        return batches
 
     def baseline(self, seed: int = 0) -> dict[str, float] | None:
         """TF-IDF + logistic regression on the same split (None without scikit-learn)."""
@@ -91,6 +96,21 @@ def _padded_batches(tokens, labels, batch_size):
                 "weight": np.pad(np.ones(n, np.float32), (0, pad)),
             }
         )
+    return out
+
+
+def log_idf(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Smoothed log inverse document frequency per token id, ``log(log((1+N)/(1+df)) + 1)``.
+
+    The weight is scikit-learn's smoothed idf (what the TF-IDF baseline uses); its log is a
+    pooling-score bias, so pooling weights are proportional to idf. Pad (id 0) gets 0.
+    """
+    N = len(tokens)
+    df = np.zeros(vocab_size, np.int64)
+    for row in tokens:
+        df[np.unique(row[row > 0])] += 1
+    out = np.log(np.log((1.0 + N) / (1.0 + df)) + 1.0).astype(np.float32)
+    out[0] = 0.0
     return out
 
 
@@ -161,27 +181,36 @@ def prepare_text_task(
         train, evals = text_data.split_train_eval(train, eval_fraction, seed)
     names = text_data.label_ids(train, evals)
     sp, path = tokenizer_for(train.texts, workdir, tokenizer, vocab_size)
+    train_tokens = text_data.encode_texts(sp, train.texts, max_len)
     return TextTask(
         label_names=names,
         train=train,
         eval=evals,
-        train_tokens=text_data.encode_texts(sp, train.texts, max_len),
+        train_tokens=train_tokens,
         train_labels=text_data.encode_labels(train, names),
         eval_tokens=text_data.encode_texts(sp, evals.texts, max_len),
         eval_labels=text_data.encode_labels(evals, names),
         tokenizer_path=path,
         vocab_size=sp.get_piece_size(),
+        log_idf=log_idf(train_tokens, sp.get_piece_size()),
     )
 
 
-def predict_proba(logits_fn, params, tokens: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities f32 [N, L] for token arrays [N, T] (``logits_fn(params, tokens)``)."""
+def predict_proba(
+    logits_fn, params, tokens: np.ndarray, log_idf: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """Class probabilities f32 [N, L] for token arrays [N, T].
+
+    ``logits_fn(params, tokens [B, T], pool_bias [B, T]) -> [B, L]`` (jitted by the caller);
+    ``log_idf`` is the run's pooling prior (:func:`log_idf` of its training split).
+    """
     out = []
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size]
         n = len(chunk)
         chunk = np.pad(chunk, ((0, batch_size - n), (0, 0)))  # one compiled shape
-        out.append(np.asarray(jax.nn.softmax(logits_fn(params, chunk), axis=-1))[:n])
+        logits = logits_fn(params, chunk, log_idf[chunk])
+        out.append(np.asarray(jax.nn.softmax(logits, axis=-1))[:n])
     if not out:
         raise DataError("nothing to classify: no texts given")
     return np.concatenate(out)
@@ -189,7 +218,7 @@ def predict_proba(logits_fn, params, tokens: np.ndarray, batch_size: int = 64) -
 
 def evaluate_text(logits_fn, params, task: TextTask, batch_size: int = 64) -> dict[str, float]:
     """Accuracy and macro-F1 of the model on the eval split."""
-    probs = predict_proba(logits_fn, params, task.eval_tokens, batch_size)
+    probs = predict_proba(logits_fn, params, task.eval_tokens, task.log_idf, batch_size)
     preds = probs.argmax(-1)
     return {
         "accuracy": accuracy(task.eval_labels, preds),

@@ -5,11 +5,11 @@ C counters, U memory value width.
 
 Per token (one layer)::
 
-    h  = x + W_pos · code(counts)               counters: causal, learned-gate token counts
-    u  = gelu(W_r · LN(h))                        router trunk (shared by slots and experts)
-    slots   = top-k_m of softmax(W_m u / T)        exactly zero weight off the active slots
-    read    = memory(LN(h), slots)                read the past, then write this token
-    z  = h + W_o · read
+    hn = LN(x + W_pos · code(counts))           counters: causal, learned-gate token counts
+    u  = gelu(W_r · hn)                           router trunk (shared by slots and experts)
+    slots   = top-k_m of softmax(W_m u + W_a code) / T   exactly 0 off the active slots
+    read    = memory(hn, code, slots)             read the past, then write this token
+    z  = x + W_o · read                           positions address; the stream holds content
     experts = top-k of softmax(W_e u / T)          the LiquidMoE gate, fed the router trunk
     y  = z + LiquidMoE(LN(z))                      sparse dispatch: cost grows with k
 
@@ -196,15 +196,15 @@ class MocaLayer(nn.Module):
         controls = self._controls(controls)
         carry = self.initial_carry(x.shape[0]) if carry is None else carry
         codes, counters = self.counters(x, carry.counters, separators)  # [B, T, C·P]
-        h = x + self.pos_proj(codes)
-        hn = self.norm_h(h)
+        # Positions steer routing and addressing; the residual stream carries content only.
+        hn = self.norm_h(x + self.pos_proj(codes))
         u = jax.nn.gelu(self.router_trunk(hn))  # [B, T, H]
         memory, slot_stats = carry.memory, None
-        z = h
+        z = x
         if self.use_memory:
             slots = self._slots(u, codes, controls)
             reads, memory = self.memory(hn, slots, slots, carry.memory, codes)  # [B, T, U]
-            z = h + self.read_proj(reads)
+            z = x + self.read_proj(reads)
             slot_stats = routing_stats(slots, mask)
         y, expert_stats, moe_aux = self._experts(z, u, controls, mask)
         aux = MocaAux(expert_stats, slot_stats, moe_aux.router_z_loss, moe_aux.dropped_fraction)
