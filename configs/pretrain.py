@@ -1,10 +1,14 @@
-"""Presets for ``python -m aura.build pretrain --config configs/pretrain.py:<preset>``.
+"""Presets for ``python -m aura.build pretrain [--config configs/pretrain.py:<preset>]``.
+
+    python -m aura.build pretrain --jsonl data/corpus/instruct.jsonl \
+        --spm_model data/tok/spiece.model --ckpt_out checkpoints/lm --steps 300
 
     tiny     a few-second smoke test (tests use it)
     demo     what ``make demo`` trains on the embedded corpus in a few minutes on 2 CPU cores
     default  a 4-layer, 512-wide SRWKV adapter for real accelerators (TPU v4 / GPU, bf16)
 
-Command-line flags (--steps, --batch_size, --max_len, --dtype, --mesh, ...) override these values.
+Command-line flags (--steps, --batch_size, --max_len, --dtype, --mesh, ...) set these values;
+``--config.<field>=value`` sets any of them.
 
 Sharding is configuration: ``mesh`` sizes the device mesh (axes data, fsdp, expert; -1 = the
 rest of the devices) and ``rules`` maps the logical axis names of the parameters and batches to
@@ -24,7 +28,9 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.model.vocab_size = 0  # 0: take the tokenizer's piece count
     c.steps, c.batch_size, c.accumulate_steps = 300, 16, 1
     c.max_len, c.lr, c.warmup = 128, 3e-3, 30
-    c.log_every, c.save_every = 25, 100
+    c.pad_to = ml_collections.config_dict.placeholder(int)  # None: pad to max_len
+    c.log_every, c.save_every, c.seed = 25, 100, 0
+    c.on_bad_record = "skip"  # skip | fail: a JSONL line that is not a valid record
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "expert": 1})
     c.rules = DEFAULT_RULES  # batch over every device, experts on 'expert', width on 'fsdp'
     if preset == "tiny":

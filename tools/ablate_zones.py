@@ -3,8 +3,9 @@
     python tools/ablate_zones.py [--epochs 3] [--seeds 0,1] [--zones hippocampus,amygdala,...]
         [--json checkpoints/ablate_zones.json]
 
-Trains the same :class:`~aura.models.zone_brain.ZoneBrain` (default config, embedded digits) with
-``aura.train.zone_joint.train_joint`` once per seed with the broadcaster on and once with it off,
+Trains the same :class:`~aura.models.zone_brain.ZoneBrain` (default config, embedded digits)
+with ``aura.experiments.zones.joint.train_joint`` once per seed with the broadcaster on and once
+with it off,
 and reports held-out accuracy, ``specialisation`` (mean over zones of the zone head's accuracy on
 the digits routed to it minus on the others), ``class_zone_nmi`` (how much the routing depends on
 the class) and each zone's share. Prints a table; ``--json`` writes every run's summary.
@@ -21,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aura.train.zone_joint import JointConfig, train_joint  # noqa: E402
-from aura.train.zone_joint_step import JointLossConfig  # noqa: E402
+from aura.experiments.zones.joint import JointConfig, train_joint  # noqa: E402
+from aura.experiments.zones.joint_step import JointLossConfig  # noqa: E402
 
 
 def main() -> None:

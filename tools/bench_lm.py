@@ -1,17 +1,26 @@
 """Benchmark: the SRWKV language core against a Transformer baseline of the same width and size.
 
     python tools/bench_lm.py [--json PATH] [--quick] [--corpus_dir DIR] [--bpc_seconds 90]
+    python tools/bench_lm.py --skip train,gen,bpc      # only section 0, the adapter old vs new
 
-Both models are language models around their core: token embedding -> core -> bias-free LM head
-(V logits). SRWKV: `aura.nn.language.SpikingLanguageCore` (lang_backend "srwkv": its input and
-final LayerNorms, L spiking RWKV blocks). Transformer: `aura.nn.transformer.TransformerLM`
-(L pre-LN blocks, RoPE attention, GELU MLP, final LayerNorm). Same D and L; the Transformer's MLP
-width is solved so the parameter counts match (both are reported). All in one process:
+Sections 1-3: both models are language models around their core: token embedding -> core ->
+bias-free LM head (V logits). SRWKV: `aura.nn.language.SpikingLanguageCore` (lang_backend
+"srwkv": its input and final LayerNorms, L spiking RWKV blocks). Transformer:
+`aura.nn.transformer.TransformerLM` (L pre-LN blocks, RoPE attention, GELU MLP, final
+LayerNorm). Same D and L; the Transformer's MLP width is solved so the parameter counts match
+(both are reported). Sections 1-3 run in this one process:
 
+0. The adapter's train step, old code vs new (`lm_bench_adapter.py`): the ``demo`` preset of
+   ``configs/pretrain.py`` (SelfTeachingAdapter: embedding, LiquidMoE, SRWKV core, LM head),
+   batch 16 x 128, built once from a ``git archive`` of the code before issue 15
+   (--demo_baseline_rev) and once from this tree (plus --demo_extra config variants), each in
+   its own process; the processes take one step each in turn on the same real-text batches
+   from the same initial parameters. Reports s/step, tokens/s, MFU and the loss of every step
+   (the loss curves must agree).
 1. Training tokens/s: jitted forward + backward + AdamW update on random tokens, at T = 512 and
    T = 2048 with the same batch for both models; medians over --repeats after two warm-up steps.
 2. Generation latency per token (batch 1, greedy, a jitted step called once per token with its
-   state or cache donated, as `aura.models.generate` does): after ingesting a context of 64 and
+   state or cache donated, as `aura.serve.sampling` does): after ingesting a context of 64 and
    of 2048 tokens, --gen_tokens per stream, timed in --gen_rounds interleaved rounds so a change
    in the machine's load hits every stream alike. SRWKV carries its recurrent state. The
    Transformer's KV cache is static-shaped, so a step reads all its max_len slots whatever the
@@ -33,6 +42,8 @@ width is solved so the parameter counts match (both are reported). All in one pr
    "srwkv" is the core as shipped (SpikingLanguageCore defaults: spiking on, LIF threshold 1.0,
    RoPE on its input).
 
+MFU everywhere = XLA's compiled FLOPs of the step / time / --peak_flops (``tools/flops.py``).
+
 Targets (issue #4): SRWKV per-token latency at context 2048 / context 64 <= 1.1; SRWKV bpc /
 Transformer bpc <= 1.05. The table prints medians; the JSON has every sample.
 """
@@ -49,6 +60,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flops import add_peak_flag, compiled_flops, parse_peak  # noqa: E402
+from lm_bench_adapter import BASELINE_REV, bench_adapter  # noqa: E402
 from lm_bench_bpc import bench_bpc, prepare_text  # noqa: E402
 from lm_bench_models import (  # noqa: E402
     SRWKVLM,
@@ -62,7 +75,7 @@ from lm_bench_models import (  # noqa: E402
 
 from aura.nn.transformer import TransformerLM
 
-GEN_TARGET, BPC_TARGET = 1.1, 1.05
+GEN_TARGET, BPC_TARGET, ADAPTER_TARGET = 1.1, 1.05, 3.0
 NOTES = [
     "models: token embedding -> core -> bias-free head; equal D and L; the Transformer's MLP "
     "width is solved so the parameter counts match",
@@ -86,10 +99,12 @@ def bench_throughput(args, models: dict, vocab: int) -> dict:
             logits_fn, init = apply_fns(model)
             params = init(jax.random.key(0), toks[:1, :8])["params"]
             tx, step = make_train_step(logits_fn)
-            runs[name] = [step, params, tx.init(params), []]
+            opt_state = tx.init(params)
+            step = step.lower(params, opt_state, toks, lr).compile()
+            runs[name] = [step, params, opt_state, [], compiled_flops(step)]
         for i in range(args.repeats + 2):  # the first call compiles, the second warms up
             for run in runs.values():
-                step, params, opt_state, samples = run
+                step, params, opt_state, samples, _ = run
                 t0 = time.perf_counter()
                 params, opt_state, loss = step(params, opt_state, toks, lr)
                 loss.block_until_ready()
@@ -97,12 +112,14 @@ def bench_throughput(args, models: dict, vocab: int) -> dict:
                     samples.append(time.perf_counter() - t0)
                 run[1:3] = params, opt_state
         for name, run in runs.items():
-            row = summary(run[3]) | {"batch": batch, "T": t}
+            row = summary(run[3]) | {"batch": batch, "T": t, "flops": run[4]}
             row["tokens_per_s"] = batch * t / row["median_s"]
+            row["mfu"] = None if run[4] is None else run[4] / row["median_s"] / args.peak
             out.setdefault(name, {})[str(t)] = row
+            mfu = "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}"
             print(
                 f"  train {name:<12} T={t:<5} B={batch:<3} {row['median_s']:.3f} s/step "
-                f"{row['tokens_per_s']:>9.0f} tok/s",
+                f"{row['tokens_per_s']:>9.0f} tok/s  MFU {mfu}",
                 flush=True,
             )
     return out
@@ -210,10 +227,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr_transformer", type=float, default=4e-3, help="peak learning rate")
     hint = "RoPE on the SRWKV core's input, 0 or 1 (1: the SpikingLanguageCore default)"
     ap.add_argument("--srwkv_rope", type=int, default=1, choices=(0, 1), help=hint)
-    ap.add_argument("--wkv_impl", default="scan", choices=("scan", "assoc"))
+    ap.add_argument("--wkv_impl", default="auto", choices=("auto", "scan", "assoc", "chunked"))
+    add_peak_flag(ap)
+    ap.add_argument("--demo_baseline_rev", default=BASELINE_REV, help="git revision of 'old'")
+    hint = "extra 'new' variants for section 0: comma list of adapter config key=value"
+    ap.add_argument("--demo_extra", default="wkv_impl=chunked", help=hint)
+    for key, val, hint in (("demo_steps", 16, 4), ("demo_warmup", 2, 1), ("demo_batch", 16, 4),
+                           ("demo_seq", 128, 32), ("demo_vocab", 4000, 4000)):  # fmt: skip
+        ap.add_argument(f"--{key}", type=int, default=None, help=f"default {val} (--quick {hint})")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: train,gen,bpc")
+    hint = "comma list of sections to skip: adapter,train,gen,bpc"
+    ap.add_argument("--skip", default="", help=hint)
     args = ap.parse_args(argv)
+    try:
+        args.peak = parse_peak(args.peak_flops)
+    except ValueError as e:
+        ap.error(str(e))
+    demo = {"demo_steps": (16, 4), "demo_warmup": (2, 1), "demo_batch": (16, 4),
+            "demo_seq": (128, 32), "demo_vocab": (4000, 4000)}  # fmt: skip
+    for key, (full, quick) in demo.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    args.preset = "tiny" if args.quick else "demo"
     preset = QUICK if args.quick else FULL
     for key, val in preset.items():
         if getattr(args, key) is None:
@@ -289,6 +324,9 @@ def main(argv=None) -> dict:
         "quick": args.quick,
     }
     res["config"] = {k: v for k, v in vars(args).items() if k not in ("json", "skip")}
+    if "adapter" not in args.skip:
+        print(f"adapter train step, old ({args.demo_baseline_rev[:10]}) vs new:", flush=True)
+        res["adapter"] = bench_adapter(args, args.peak)
     with tempfile.TemporaryDirectory(prefix="bench_lm_") as tmp:
         data = prepare_text(args, tmp) if "bpc" not in args.skip else None
         vocab = data["vocab"] if data else args.vocab
@@ -313,6 +351,12 @@ def main(argv=None) -> dict:
             res["text"]["heldout_tokens"] = len(data["held_ids"]) - 1
             res["bpc"] = bench_bpc(args, data)
     ratios, met = {}, {}
+    if "adapter" in res:
+        for name, row in res["adapter"].items():
+            if isinstance(row, dict) and name != "old":
+                ratios[f"adapter_tokens_per_s_{name}_over_old"] = row["speedup_vs_old"]
+                ratios[f"adapter_max_abs_loss_diff_{name}_vs_old"] = row["max_abs_loss_diff_vs_old"]
+        met["adapter_new_speedup_ge_3"] = res["adapter"]["new"]["speedup_vs_old"] >= ADAPTER_TARGET
     for t in args.train_lens if "train" in res else []:
         s, f = res["train"]["srwkv"][str(t)], res["train"]["transformer"][str(t)]
         ratios[f"train_tokens_per_s_srwkv_over_transformer_T{t}"] = (
@@ -329,7 +373,8 @@ def main(argv=None) -> dict:
                 ratios[f"bpc_{name}_over_transformer"] = row["bpc"] / base
         met["srwkv_bpc_ratio_le_1.05"] = ratios["bpc_srwkv_over_transformer"] <= BPC_TARGET
     res["ratios"], res["targets_met"] = ratios, met
-    res["targets"] = {"gen_ratio_max": GEN_TARGET, "bpc_ratio_max": BPC_TARGET}
+    res["targets"] = {"gen_ratio_max": GEN_TARGET, "bpc_ratio_max": BPC_TARGET,
+                      "adapter_speedup_min": ADAPTER_TARGET}  # fmt: skip
     res["notes"] = NOTES
     res["wall_seconds"] = time.perf_counter() - start
     print_table(res)

@@ -10,7 +10,7 @@ For each device count a subprocess is started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (the same way the tests simulate devices);
 it builds the preset's SelfTeachingAdapter on the mesh (``--mesh``, default all devices on the
 data axis), creates the state already sharded, jits the train step exactly as ``pretrain`` does
-(``aura.train.lm_loop.jit_train_step``), and reports
+(with the same shardings and donation as ``aura.train.loop``), and reports
 
 * the compiled memory analysis per device (arguments, outputs, temporaries, generated code),
 * the compiled cost analysis (FLOPs and bytes of one step of the partitioned, per-device
@@ -30,7 +30,6 @@ the rows.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -43,10 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def preset_model(preset: str, vocab: int, dtype: str | None):
-    spec = importlib.util.spec_from_file_location("presets", ROOT / "configs" / "pretrain.py")
-    presets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(presets)
-    model = presets.get_config(preset).model
+    from aura.configs import pretrain as pretrain_presets
+
+    model = pretrain_presets.get_config(preset).model
     model.vocab_size = vocab
     if dtype:
         model.dtype = dtype
@@ -59,9 +57,10 @@ def worker(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from aura.experiments.lm import pretrain as lm_loop
     from aura.models.adapter import SelfTeachingAdapter
-    from aura.train import lm_loop, sharding
-    from aura.train.lm_step import make_lm_optimizer
+    from aura.train import sharding
+    from aura.train.optim import make_lm_optimizer
 
     model = SelfTeachingAdapter(preset_model(args.preset, args.vocab, args.dtype))
     optimizer, _ = make_lm_optimizer(1e-3, 1000)
@@ -70,7 +69,13 @@ def worker(args) -> dict:
     lm_loop.check_mesh(mesh, B, model.config.num_experts)
     t0 = time.perf_counter()
     state, shardings = sharding.create_sharded(lm_loop.state_init(model, optimizer, T, 0), mesh)
-    step = lm_loop.jit_train_step(model, optimizer, shardings, mesh)
+    batch_sh = sharding.batch_sharding(mesh, ndim=3, batch_axis=1)  # [A, B, T], as the loop does
+    step = jax.jit(
+        lm_loop.build_lm_train_step(model, optimizer),
+        in_shardings=(shardings, batch_sh, batch_sh),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, args.vocab, (A, B, T), dtype=np.int32)
     mask = np.ones((A, B, T), np.float32)

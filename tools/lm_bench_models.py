@@ -32,7 +32,7 @@ class SRWKVLM(nn.Module):
     lif_threshold: float = 1.0
     use_rope: bool = True
     rope_max_len: int = 4096
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
 
     def setup(self) -> None:
         self.embed = nn.Embed(self.vocab_size, self.dim)

@@ -9,25 +9,32 @@ from collections.abc import Callable
 from typing import Any
 
 from aura.data.errors import DataError
+from aura.train.checkpoint import CheckpointError
+from aura.train.rundir import RunLockedError
 
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Exception types that mean "bad input" (printed, exit 2), not a bug (traceback)."""
-    from aura.train.checkpoint import CheckpointError
-
-    return (*USER_ERRORS, CheckpointError)
+# Exception types that mean "bad input" (one error line, exit 2), not a bug (a traceback): bad
+# data, an unusable checkpoint, a run directory in use, and paths that are not what a flag
+# expects (a file where a directory should be, no permission, ...).
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    CheckpointError,
+    RunLockedError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    PermissionError,
+)
 
 
 def fail(message: str) -> None:
-    """Prints ``error: message`` to stderr and exits with code 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """Prints ``error: message`` (one line) to stderr and exits with code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 def validated(build: Callable[[], Any]) -> Any:
-    """Runs a config builder; a ValueError (bad flag value) becomes ``fail``."""
+    """Runs a config builder or validation; a ValueError (bad flag value) becomes ``fail``."""
     try:
         return build()
     except ValueError as e:
@@ -35,10 +42,10 @@ def validated(build: Callable[[], Any]) -> Any:
 
 
 def guarded(run: Callable[[], Any]) -> Any:
-    """Runs the command body; bad data or checkpoints become ``fail`` (no traceback)."""
+    """Runs the command body; bad input (see :data:`USER_ERRORS`) becomes ``fail``."""
     try:
         return run()
-    except user_errors() as e:
+    except USER_ERRORS as e:
         fail(str(e))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from absl import flags
 
 from aura.commands.common import emit_result, fail, guarded, validated
+from aura.data.corpus import build_corpus
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "checkpoints/corpus", "output directory")
@@ -28,7 +29,6 @@ flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value or --name value")
-    from aura.data.corpus import build_corpus
 
     def run():
         return build_corpus(

@@ -10,6 +10,7 @@ gloo collectives (JAX's default CPU implementation), so N processes on one machi
 
 from __future__ import annotations
 
+import jax
 from absl import flags
 
 FLAGS = flags.FLAGS
@@ -67,6 +68,4 @@ def maybe_initialize_distributed() -> None:
     )
     if kwargs is None:
         return
-    import jax
-
     jax.distributed.initialize(**kwargs)

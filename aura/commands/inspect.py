@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from aura.commands.common import fail, guarded, validated
+from aura.experiments.zones.report import inspect_root
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("ckpt_root", "checkpoints", "root written by pretrain_zones")
@@ -24,13 +25,9 @@ flags.DEFINE_boolean("verify", True, "read every array back (not just the manife
 
 
 def main(argv):
-    from absl import logging
-
     logging.set_verbosity(logging.ERROR)  # orbax warns that read-only managers do not save
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    from aura.train.zone_report import inspect_root
-
     code = guarded(
         lambda: validated(
             lambda: inspect_root(FLAGS.ckpt_root, FLAGS.zone, FLAGS.json, FLAGS.verify)

@@ -10,49 +10,46 @@ Records ``{instruction, input, output}`` are formatted with <INST>/<INP>/<RESP>/
 loss is masked to the response. Rerunning the same command resumes from ``--ckpt_out`` (exactly:
 same data position, bit-identical parameters). ``--mesh`` (or the preset's ``mesh``) shapes the
 device mesh, ``-1`` meaning "the rest"; ``--pmap`` is ``--mesh data=-1``. On a pod every host
-runs the same command (``launch/``); only process 0 prints.
+runs the same command (``launch/``); only process 0 prints. Settings come from
+``configs/pretrain.py``; the flags below set its fields.
 """
 
 from __future__ import annotations
 
+import jax
 from absl import flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
-from aura.commands.lm_options import define_adapter_flags, resolve_flags
+from aura.commands.options import (
+    LM_ALIASES,
+    apply_aliases,
+    define_aliases,
+    define_config,
+    define_mesh_flags,
+    pretrain_config,
+)
+from aura.experiments.lm.pretrain import pretrain
 
 FLAGS = flags.FLAGS
-define_adapter_flags(spm_required=True)
+define_config("pretrain", "demo")
+define_aliases(LM_ALIASES)
+define_mesh_flags()
 flags.DEFINE_string("jsonl", None, "instruction JSONL file or directory", required=True)
+flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)", required=True)
 flags.DEFINE_string("ckpt_out", "checkpoints/lm", "checkpoints, metrics and TensorBoard")
-flags.DEFINE_integer("log_every", None, "steps per log line (default: the preset's)")
-flags.DEFINE_integer("save_every", None, "steps per checkpoint (default: the preset's)")
-flags.DEFINE_enum("on_bad_record", "skip", ["skip", "fail"], "corrupt JSONL lines")
+flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
 
-def build_config():
-    from aura.train.lm_loop import PretrainConfig
-
-    model, run = resolve_flags(FLAGS)
-    run["log_every"] = FLAGS.log_every or run["log_every"]
-    run["save_every"] = FLAGS.save_every or run["save_every"]
-    return PretrainConfig(
-        jsonl=FLAGS.jsonl,
-        ckpt_out=FLAGS.ckpt_out,
-        model=model,
-        on_bad_record=FLAGS.on_bad_record,
-        **run,
-    )
+def build():
+    c = apply_aliases(FLAGS.config, LM_ALIASES)
+    return pretrain_config(c, FLAGS, jsonl=FLAGS.jsonl, ckpt_out=FLAGS.ckpt_out)
 
 
 def main(argv):
     del argv
     validated(maybe_initialize_distributed)
-    cfg = validated(build_config)
-    import jax
-
-    from aura.train.lm_loop import pretrain
-
+    cfg = validated(build)
     result = guarded(lambda: validated(lambda: pretrain(cfg)))
     if jax.process_index() == 0:
         emit_result(result, None)

@@ -7,7 +7,7 @@
         --batch_size 16 --accumulate_steps 1 --dtype f32 \
         [--pmap --per_device_batch 4 | --mesh data=-1] \
         --ckpt_root checkpoints/zones --ckpt_out checkpoints/lm --steps 150 --mnist_epochs 2 \
-        [--mnist_workdir checkpoints/mnist] [--config configs/pretrain.py:demo] \
+        [--mnist_workdir checkpoints/mnist] [--config configs/zones.py:demo] \
         [--joint_epochs 2 --joint_zones hippocampus,amygdala,hypothalamus,language]
 
 Writes ``<ckpt_root>/hippocampus/expert_<i>``, ``amygdala/bias_head``, ``thalamus/gate_head``,
@@ -17,7 +17,8 @@ Writes ``<ckpt_root>/hippocampus/expert_<i>``, ``amygdala/bias_head``, ``thalamu
 thalamus in ``--zones``, a joint stage then trains the zones together on the digits, the
 thalamus routing each one, into ``<ckpt_root>/joint`` (``--joint_epochs 0`` skips it). Rerunning
 resumes the adapter and the POC; ``--mnist_workdir`` pointing at a finished ``mnist`` run reuses
-its experts. Inspect the result with ``python -m aura.build inspect --ckpt_root DIR``.
+its experts. Settings (and the zone registry) come from ``configs/zones.py``; the adapter flags
+set its ``lm.`` fields. Inspect the result with ``python -m aura.build inspect --ckpt_root DIR``.
 """
 
 from __future__ import annotations
@@ -26,59 +27,68 @@ from absl import flags
 
 from aura.commands.common import emit_result, guarded, validated
 from aura.commands.distributed import maybe_initialize_distributed
-from aura.commands.lm_options import define_adapter_flags, resolve_flags
+from aura.commands.options import (
+    Alias,
+    apply_aliases,
+    define_aliases,
+    define_config,
+    define_mesh_flags,
+    lm_aliases,
+    pretrain_config,
+)
+from aura.experiments.zones.config import ZonesConfig
+from aura.experiments.zones.pretrain import pretrain_zones
+from aura.experiments.zones.registry import registry_from_config
 
 FLAGS = flags.FLAGS
-define_adapter_flags(spm_required=False)
-flags.DEFINE_string(
-    "zones", "hippocampus,language,amygdala,thalamus,hypothalamus", "comma-separated zones"
-)
+define_config("zones", "demo")
+ALIASES = lm_aliases("lm.") + (
+    Alias("zones", "zones", "string", "comma-separated zones"),
+    Alias("mnist_epochs", "mnist.epochs", "integer", "epochs of the hippocampus' MNIST POC"),
+    Alias("max_docs", "max_docs", "integer", "corpus documents the heads are fitted on"),
+    Alias("kmeans_iters", "kmeans_iters", "integer", "Lloyd iterations of the centroids"),
+    Alias("joint_epochs", "joint.epochs", "integer", "epochs of the joint stage (0: skip it)"),
+    Alias("joint_zones", "joint.zones", "string", "zones trained jointly (default: all but "
+          "the thalamus)"),
+    Alias("joint_broadcast", "joint.broadcast", "boolean", "thalamic gradient broadcaster"),
+)  # fmt: skip
+define_aliases(ALIASES)
+define_mesh_flags()
+flags.DEFINE_string("spm_model", None, "SentencePiece model (file or dir)")
 flags.DEFINE_string("txt_dir", None, "text (*.txt) the thalamus/amygdala heads are fitted on")
 flags.DEFINE_string("json_dir", None, "instruction *.jsonl (heldout*.jsonl held out)")
 flags.DEFINE_string("ckpt_root", "checkpoints", "root of the per-zone checkpoints")
-flags.DEFINE_string("ckpt_out", "checkpoints/lm", "the language adapter's checkpoints")
-flags.DEFINE_integer("mnist_epochs", 2, "epochs of the hippocampus' MNIST POC run")
+flags.DEFINE_string("ckpt_out", "checkpoints/lm", "the language adapter's run directory")
 flags.DEFINE_string("mnist_data", None, "digits npz (default: the embedded 8,000)")
 flags.DEFINE_string("mnist_workdir", None, "a mnist run to reuse (or to train into)")
-flags.DEFINE_integer("max_docs", 256, "corpus documents the heads are fitted on")
-flags.DEFINE_integer("kmeans_iters", 10, "Lloyd iterations of the thalamus centroids")
-flags.DEFINE_integer("joint_epochs", 2, "epochs of the joint multi-zone stage (0: skip it)")
-flags.DEFINE_string("joint_zones", None, "zones trained jointly (default: --zones but thalamus)")
-flags.DEFINE_boolean("joint_broadcast", True, "thalamic gradient broadcaster (off: ablation)")
 flags.DEFINE_string("metrics_out", None, "also write the JSON result here")
+flags.DEFINE_boolean("tensorboard", True, "write TensorBoard events")
 
 
-def build_config():
-    from aura.train.zones_loop import ZonesConfig
+def _names(spec: str) -> tuple[str, ...] | None:
+    names = tuple(z.strip() for z in spec.split(",") if z.strip())
+    return names or None
 
-    model, run = resolve_flags(FLAGS)
-    joint_zones = FLAGS.joint_zones
+
+def build_config() -> ZonesConfig:
+    c = apply_aliases(FLAGS.config, ALIASES)
     return ZonesConfig(
-        zones=tuple(z.strip() for z in FLAGS.zones.split(",")),
-        ckpt_root=FLAGS.ckpt_root,
-        ckpt_out=FLAGS.ckpt_out,
-        txt_dir=FLAGS.txt_dir,
-        json_dir=FLAGS.json_dir,
-        lm_model=model,
-        mnist_epochs=FLAGS.mnist_epochs,
-        mnist_data=FLAGS.mnist_data,
-        mnist_workdir=FLAGS.mnist_workdir,
-        max_docs=FLAGS.max_docs,
-        kmeans_iters=FLAGS.kmeans_iters,
-        joint_epochs=FLAGS.joint_epochs,
-        joint_zones=tuple(z.strip() for z in joint_zones.split(",")) if joint_zones else None,
-        joint_broadcast=FLAGS.joint_broadcast,
-        **run,
-    )
+        zones=_names(c.zones) or (),
+        lm=pretrain_config(c.lm, FLAGS, jsonl=None, ckpt_out=FLAGS.ckpt_out),
+        ckpt_root=FLAGS.ckpt_root, txt_dir=FLAGS.txt_dir, json_dir=FLAGS.json_dir,
+        mnist_epochs=c.mnist.epochs, mnist_data=FLAGS.mnist_data,
+        mnist_workdir=FLAGS.mnist_workdir, mnist_model=c.mnist.model,
+        mnist_batch_size=c.mnist.batch_size, max_docs=c.max_docs, max_tokens=c.max_tokens,
+        heldout_records=c.heldout_records, kmeans_iters=c.kmeans_iters,
+        joint_epochs=c.joint.epochs, joint_zones=_names(c.joint.zones),
+        joint_model=c.joint.model, joint_broadcast=c.joint.broadcast, seed=c.seed,
+        tensorboard=FLAGS.tensorboard, registry=registry_from_config(c.registry.to_dict()),
+    )  # fmt: skip
 
 
 def main(argv):
     del argv
-    from absl import logging
-
-    logging.set_verbosity(logging.ERROR)  # orbax warns that the read-only adapter loader won't save
     validated(maybe_initialize_distributed)
-    from aura.train.zones_loop import pretrain_zones
 
     def run():
         cfg = build_config()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from absl import flags
 
 from aura.commands.common import emit_result, fail, guarded, validated
+from aura.data.tokenizer import TokenizerConfig, parse_symbols, train_tokenizer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "directory of *.txt / *.jsonl files (or one file)")
@@ -54,8 +55,6 @@ _SWITCHES = (
 
 
 def build_config():
-    from aura.data.tokenizer import TokenizerConfig, parse_symbols
-
     for name in _SWITCHES:
         if FLAGS[name].value not in (0, 1):
             raise ValueError(f"--{name}={FLAGS[name].value} must be 0 or 1")
@@ -87,8 +86,6 @@ def main(argv):
     if not FLAGS.input_dir or not FLAGS.out_dir:
         fail("--input_dir and --out_dir are required")
     cfg = validated(build_config)
-    from aura.data.tokenizer import train_tokenizer
-
     result = guarded(lambda: train_tokenizer(FLAGS.input_dir, FLAGS.out_dir, cfg))
     s = result.stats
     print(

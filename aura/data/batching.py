@@ -22,7 +22,13 @@ import numpy as np
 
 from aura.data.errors import DataError
 
-__all__ = ["epoch_permutation", "iterate_batches", "resume_position", "steps_per_epoch"]
+__all__ = [
+    "StepBatcher",
+    "epoch_permutation",
+    "iterate_batches",
+    "resume_position",
+    "steps_per_epoch",
+]
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -116,3 +122,28 @@ def _check_batch_size(n: int, batch_size: int) -> None:
             f"batch_size={batch_size} is larger than the dataset ({n} examples); "
             f"use --batch_size of at most {n}"
         )
+
+
+class StepBatcher:
+    """Batch indices as a pure function of the global step (what the shared loop needs).
+
+    ``indices(step)`` is the ``step % steps_per_epoch``-th slice of epoch ``step //
+    steps_per_epoch``'s permutation: the same batches :func:`iterate_batches` yields, with the
+    current epoch's permutation cached.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self.steps_per_epoch = steps_per_epoch(self.n, self.batch_size)
+        self._epoch, self._perm = -1, np.zeros((0,), np.int64)
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch that global step ``step`` belongs to."""
+        return int(step) // self.steps_per_epoch
+
+    def indices(self, step: int) -> np.ndarray:
+        """int64 ``[batch_size]``: the examples of global step ``step``."""
+        epoch, pos = divmod(int(step), self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, self.n)
+        return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]

@@ -231,6 +231,28 @@ def _jsonl(records: list[dict[str, str]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
+_INSTRUCT_FILES = ("instruct.jsonl", "heldout_instruct.jsonl")
+
+
+def _write_shards(text_dir: str, train: list, num_shards: int) -> tuple[list[str], int]:
+    """Writes the training documents into ``shard_NNN.txt`` files; removes stale shards."""
+    os.makedirs(text_dir, exist_ok=True)
+    n_shards = min(num_shards, len(train))
+    shards, text_chars = [], 0
+    for s in range(n_shards):
+        part = train[s * len(train) // n_shards : (s + 1) * len(train) // n_shards]
+        path = os.path.join(text_dir, f"shard_{s:03d}.txt")
+        text = "\n\n".join(d.render() for d in part) + "\n"
+        _write_atomic(path, text)
+        shards.append(path)
+        text_chars += len(text)
+    for name in sorted(os.listdir(text_dir)):  # shards of an earlier, larger build
+        path = os.path.join(text_dir, name)
+        if re.fullmatch(r"shard_\d{3}\.txt", name) and path not in shards:
+            os.remove(path)
+    return shards, text_chars
+
+
 def build_corpus(
     out_dir: str | os.PathLike[str],
     *,
@@ -276,27 +298,13 @@ def build_corpus(
 
     out_dir = os.fspath(out_dir)
     text_dir = os.path.join(out_dir, "text")
-    os.makedirs(text_dir, exist_ok=True)
-    n_shards = min(num_shards, len(train))
-    shards, text_chars = [], 0
-    for s in range(n_shards):
-        part = train[s * len(train) // n_shards : (s + 1) * len(train) // n_shards]
-        path = os.path.join(text_dir, f"shard_{s:03d}.txt")
-        text = "\n\n".join(d.render() for d in part) + "\n"
-        _write_atomic(path, text)
-        shards.append(path)
-        text_chars += len(text)
-    for name in sorted(os.listdir(text_dir)):  # shards of an earlier, larger build
-        path = os.path.join(text_dir, name)
-        if re.fullmatch(r"shard_\d{3}\.txt", name) and path not in shards:
-            os.remove(path)
+    shards, text_chars = _write_shards(text_dir, train, num_shards)
     heldout_text = os.path.join(out_dir, "heldout.txt")
     held_text = "\n\n".join(d.render() for d in held) + "\n"
     _write_atomic(heldout_text, held_text)
     records = [r for d in train for r in instruct_records(d)]
     heldout_records = [r for d in held for r in instruct_records(d)]
-    instruct = os.path.join(out_dir, "instruct.jsonl")
-    heldout_instruct = os.path.join(out_dir, "heldout_instruct.jsonl")
+    instruct, heldout_instruct = (os.path.join(out_dir, n) for n in _INSTRUCT_FILES)
     _write_atomic(instruct, _jsonl(records))
     _write_atomic(heldout_instruct, _jsonl(heldout_records))
     result = CorpusResult(
@@ -316,12 +324,8 @@ def build_corpus(
         heldout_records=len(heldout_records),
         seconds=time.perf_counter() - start,
     )
-    manifest = {
-        **result.as_dict(),
-        "source": stdlib_dir or sysconfig.get_paths()["stdlib"],
-        "python": sys.version.split()[0],
-        "max_docs": max_docs,
-        "heldout_fraction": heldout_fraction,
-    }
+    source = stdlib_dir or sysconfig.get_paths()["stdlib"]
+    manifest = {**result.as_dict(), "source": source, "python": sys.version.split()[0],
+                "max_docs": max_docs, "heldout_fraction": heldout_fraction}  # fmt: skip
     _write_atomic(result.manifest, json.dumps(manifest, indent=2) + "\n")
     return result

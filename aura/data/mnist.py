@@ -26,12 +26,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from aura.data.errors import DataError
+from aura.data.tfds_adapter import load_tfds
 
 __all__ = [
     "IMAGE_SIZE",
     "NUM_CLASSES",
     "SPLIT_MNIST_PAIRS",
     "holdout_split",
+    "load_digit_split",
     "load_digits",
     "split_tasks",
     "to_float",
@@ -69,15 +71,15 @@ def load_digits(
         return _load_npz(io.BytesIO(blob), where="embedded digits aura/data/" + _EMBEDDED)
     source_str = os.fspath(source)
     if source_str.startswith("tfds:"):
-        from aura.data.tfds_adapter import load_tfds  # Lazy: avoids an import cycle.
-
         name, _, split = source_str[len("tfds:") :].partition(":")
         if not name:
             raise DataError(
                 f"data source {source_str!r} names no dataset; write tfds:<name>[:split], "
                 "for example tfds:mnist or tfds:mnist:test"
             )
-        return load_tfds(name, split or "train", data_dir=tfds_data_dir)
+        where = f"tfds:{name}:{split or 'train'}"
+        data = load_tfds(name, split or "train", ("image", "label"), data_dir=tfds_data_dir)
+        return validate_digits(data["image"], data["label"], where=where)
     return _load_npz_path(source_str)
 
 
@@ -278,3 +280,27 @@ def to_float(images: np.ndarray) -> np.ndarray:
             f"to_float expects uint8 [N, H, W] images, got {images.dtype} {images.shape}"
         )
     return (images.astype(np.float32) / np.float32(255.0))[..., None]  # [N,H,W] -> [N,H,W,1]
+
+
+def load_digit_split(
+    data: str | None = None, eval_fraction: float = 0.125, eval_data: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits from ``data`` (default: the embedded ones) with a fixed held-out split.
+
+    Without ``eval_data`` the examples ``holdout_split(n, eval_fraction, seed=0)`` are held out;
+    with it, ``eval_data`` is the held-out set.
+
+    Returns:
+      ``(train_x, train_y, eval_x, eval_y)``: float32 images ``[N, 28, 28, 1]`` in [0, 1] and
+      int32 labels.
+
+    Raises:
+      DataError: a missing, corrupt or invalid file.
+    """
+    images, labels = load_digits(data)
+    if eval_data:
+        eval_images, eval_labels = load_digits(eval_data)
+    else:
+        tr, ev = holdout_split(len(labels), eval_fraction, seed=0)
+        images, labels, eval_images, eval_labels = images[tr], labels[tr], images[ev], labels[ev]
+    return to_float(images), labels, to_float(eval_images), eval_labels

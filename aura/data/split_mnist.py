@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from aura.data.errors import DataError
-from aura.data.mnist import SPLIT_MNIST_PAIRS, holdout_split, load_digits, split_tasks
+from aura.data.mnist import SPLIT_MNIST_PAIRS, load_digit_split, split_tasks
 
 __all__ = ["SplitData", "load_split_data"]
 
@@ -35,17 +35,12 @@ def load_split_data(
 ) -> SplitData:
     """Loads digits (embedded default, an npz or tfds:) and splits them into tasks.
 
-    Without ``eval_data`` a fixed split ``holdout_split(n, eval_fraction, seed=0)`` is held out.
+    Without ``eval_data`` a fixed split is held out (:func:`aura.data.mnist.load_digit_split`).
 
     Raises:
       DataError: bad files, or a task without training or evaluation examples.
     """
-    images, labels = load_digits(data)
-    if eval_data:
-        eval_images, eval_labels = load_digits(eval_data)
-    else:
-        tr, ev = holdout_split(len(labels), eval_fraction, seed=0)
-        images, labels, eval_images, eval_labels = images[tr], labels[tr], images[ev], labels[ev]
+    images, labels, eval_images, eval_labels = load_digit_split(data, eval_fraction, eval_data)
     out: dict[str, list] = {k: [] for k in ("train_x", "train_y", "eval_x", "eval_y")}
     for split, imgs, labs in (("train", images, labels), ("eval", eval_images, eval_labels)):
         try:
@@ -53,7 +48,7 @@ def load_split_data(
         except DataError as e:
             raise DataError(f"{split} data: {e}") from e
         for i in idx:
-            flat = imgs[i].reshape(len(i), -1).astype(np.float32) / np.float32(255.0)  # [n, D]
+            flat = imgs[i].reshape(len(i), -1)  # [n, 28, 28, 1] -> [n, D] floats in [0, 1]
             out[f"{split}_x"].append(flat)
             out[f"{split}_y"].append(labs[i].astype(np.int32))
     return SplitData(**out)

@@ -1,5 +1,2 @@
-"""Experiments: one package per experiment with its data wiring, steps, evaluation and records.
-
-Each package plugs into the shared training loop (``aura.train``) through pure step functions and
-data iterators whose batch is a pure function of the step number; no package copies the loop.
-"""
+"""One package per experiment: its data wiring, step, evaluation and records, on the shared loop
+(``aura.train.loop``). Each has a preset file in ``configs/`` and a thin command."""

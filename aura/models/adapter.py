@@ -39,11 +39,14 @@ def adapter_config() -> ml_collections.ConfigDict:
     c.expert_hidden = 512
     c.top_k = 2
     c.capacity_factor = 2.0
+    c.moe_dispatch = "auto"  # auto | capacity | ragged | dense (aura.nn.moe.LiquidMoE.dispatch)
     c.lang_backend = "srwkv"
     c.num_layers = 4
     c.use_rope = True
     c.rope_max_len = 4096
     c.rope_base = 10000.0
+    c.wkv_impl = "auto"  # auto (scan on CPU, chunked on GPU/TPU) | scan | assoc | chunked
+    c.wkv_chunk = 16  # tokens per chunk of the chunked WKV
     c.dtype = "float32"
     return c
 
@@ -70,6 +73,7 @@ class SelfTeachingAdapter(nn.Module):
             hidden_dim=c.expert_hidden,
             top_k=c.top_k,
             capacity_factor=c.capacity_factor,
+            dispatch=c.get("moe_dispatch", "auto"),  # configs saved before the key: "auto"
             dtype=dtype,
             partition_params=True,
             name="core",
@@ -81,6 +85,8 @@ class SelfTeachingAdapter(nn.Module):
             use_rope=c.use_rope,
             rope_max_len=c.rope_max_len,
             rope_base=c.rope_base,
+            wkv_impl=c.get("wkv_impl", "auto"),
+            wkv_chunk=c.get("wkv_chunk", 16),
             dtype=dtype,
             name="language",
         )

@@ -4,12 +4,12 @@ Shapes: B batch, D feature width, P oscillators, Z zones, E a zone's expert capa
 
 A shared conv stem (the POC's) turns a digit into D features. The thalamus scores each zone
 against a learned centroid, ``-scale · ||h - c_z||² + balance_bias_z``, and routes every sample
-to its top-k zones (``aura.brain.thalamus_router``). Each zone is a column with its own phasor
+to its top-k zones (``aura.nn.thalamus``). Each zone is a column with its own phasor
 bank, spiking attention, LiquidMoE (built from the zone's registry preset, so zones differ in
 expert kind, capacity and top-k) and classifier head; the output is the routing-weighted sum of
 the zone heads.
 
-Zones talk through the neural-signal bus (``aura.brain.bus``), which the caller passes in (it
+Zones talk through the neural-signal bus (``aura.nn.bus``), which the caller passes in (it
 lives in the train step's state) and updates from :class:`ZoneBrainOutput` after the step:
 
 * phasor: zone z's gate also reads the mean phasor summary the *other* zones published;
@@ -17,7 +17,7 @@ lives in the train step's state) and updates from :class:`ZoneBrainOutput` after
   spiking attention selected (``h · (1 - lateral · mean_{z'≠z} gains_{z'})``), pushing zones
   towards different features;
 * statistics: the thalamus reads each zone's running routing share and adds
-  :func:`~aura.brain.thalamus_router.balance_bias`.
+  :func:`~aura.nn.thalamus.balance_bias`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from aura.brain import bus as bus_lib
-from aura.brain import thalamus_router as tr
-from aura.brain.zones import build_core_kwargs_for_zone
 from aura.models.mnist_poc import ConvStem
+from aura.nn import bus as bus_lib
+from aura.nn import thalamus as tr
 from aura.nn.moe import LiquidMoE, MoEAux, RoutingControls
 from aura.nn.phasor import PhasorBank
 from aura.nn.spiking import SpikingAttention
@@ -56,6 +55,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.centroid_scale = 1.0  # the thalamus' score scale (on unit-normalised features)
     c.balance_gain = 2.0  # bus -> thalamus balancing bias (0: off)
     c.lateral = 0.5  # bus -> lateral inhibition between zones (0: off)
+    # zone -> its LiquidMoE keyword arguments (expert kind, capacity, top-k, widths): filled from
+    # the zone registry by ``aura.experiments.zones.joint.model_config``.
+    c.zone_cores = ml_collections.ConfigDict()
     return c
 
 
@@ -69,15 +71,28 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
 
 def bus_widths(c: ml_collections.ConfigDict) -> dict[str, int]:
     """The bus sizes this model publishes: init_bus(**bus_widths(c)) makes a fitting bus."""
-    capacity = max(
-        build_core_kwargs_for_zone(z, c.feature_dim)["moe"]["num_experts"] for z in c.zones
-    )
+    capacity = max(zone_core(c, z)["num_experts"] for z in c.zones)
     return dict(
         num_zones=len(c.zones),
         phasor_dim=2 * c.phasor_oscillators,
         attention_dim=c.feature_dim,
         num_experts=capacity,
     )
+
+
+def zone_core(c: ml_collections.ConfigDict, zone: str) -> dict:
+    """The LiquidMoE keyword arguments of ``zone`` from the config's ``zone_cores``.
+
+    Raises:
+      ValueError: the config has no entry for ``zone``.
+    """
+    cores = c.get("zone_cores") or {}
+    if zone not in cores:
+        raise ValueError(
+            f"the ZoneBrain config has no zone_cores entry for zone {zone!r} (has "
+            f"{sorted(cores)}); build it with aura.experiments.zones.joint.model_config"
+        )
+    return dict(cores[zone])
 
 
 class ColumnOutput(NamedTuple):
@@ -105,7 +120,7 @@ class ZoneColumn(nn.Module):
         gated, gains = SpikingAttention(k=c.attention_k, steps=c.attention_steps)(x)  # [B, D] x2
         context = jnp.broadcast_to(phasor_context, (x.shape[0], phasor_context.shape[-1]))
         gate_features = jnp.concatenate([phasor, gains, context], axis=-1)  # [B, 4P + D]
-        moe = LiquidMoE(**build_core_kwargs_for_zone(self.zone, c.feature_dim)["moe"], name="core")
+        moe = LiquidMoE(**zone_core(c, self.zone), name="core")
         y, aux = moe(gated, controls, gate_features)
         top = moe.compute_gate_weights(gated, controls, gate_features).indices[:, 0]  # [B]
         z = nn.LayerNorm(name="norm")(gated + y)

@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aura.brain.thalamus_router import centroid_scores
+from aura.nn.moe import RoutingControls
+from aura.nn.thalamus import centroid_scores
 
 __all__ = [
     "AFFECT_DIMS",
@@ -375,8 +376,6 @@ def compose_controls(
       ``(RoutingControls with bias [E] = thalamus + amygdala biases, info)``; info holds the
       affect vector, each bias, and the hypothalamus' temperature and merit momentum (if any).
     """
-    from aura.nn.moe import RoutingControls
-
     E, D = model.config.num_experts, model.config.dim
     affect = affect_vector(text)
     bias = np.zeros((E,), np.float32)

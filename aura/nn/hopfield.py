@@ -189,87 +189,100 @@ def retrieve(
     """
     queries = jnp.asarray(queries)
     beta = _validate(memory, queries, beta, top_k, chunk_size, mode)
-    capacity, dim = memory.patterns.shape
     out_dtype = jnp.result_type(queries.dtype, memory.patterns.dtype)
-    q = queries.astype(out_dtype)
-    batch = q.shape[0]
-    chunk = min(chunk_size, capacity)
-    n_chunks = -(-capacity // chunk)
-    k_chunk = min(top_k, chunk)
-    neg_inf = jnp.float32(-jnp.inf)
+    scan = _ChunkScan(memory, queries.astype(out_dtype), beta, top_k, chunk_size, precision)
+    if mode == "topk":
+        return scan.topk(out_dtype)
+    return scan.full(out_dtype)
 
-    def chunk_logits(i):
+
+_NEG_INF = float("-inf")
+
+
+class _ChunkScan:
+    """The chunked scan over memory slots shared by both retrieval modes (only ``[B, chunk]``
+    logits are live at a time)."""
+
+    def __init__(self, memory, q, beta, top_k, chunk_size, precision):
+        self.memory, self.q, self.beta, self.top_k, self.precision = (
+            memory, q, beta, top_k, precision,
+        )  # fmt: skip
+        self.capacity, self.dim = memory.patterns.shape
+        self.chunk = min(chunk_size, self.capacity)
+        self.k_chunk = min(top_k, self.chunk)
+        self.steps = jnp.arange(-(-self.capacity // self.chunk), dtype=jnp.int32)
+        batch = q.shape[0]
+        self.init_topk = (
+            jnp.full((batch, top_k), _NEG_INF, jnp.float32),
+            jnp.full((batch, top_k), -1, jnp.int32),
+        )
+
+    def logits(self, i):
+        """Chunk ``i``: its patterns [chunk, D], slot ids [chunk] and masked logits [B, chunk]."""
+        m, chunk = self.memory, self.chunk
         # The last window is shifted back to end at M; slots below i * chunk were already seen.
-        start = jnp.minimum(i * chunk, capacity - chunk)
-        x = jax.lax.dynamic_slice_in_dim(memory.patterns, start, chunk, axis=0)  # [chunk, D]
+        start = jnp.minimum(i * chunk, self.capacity - chunk)
+        x = jax.lax.dynamic_slice_in_dim(m.patterns, start, chunk, axis=0)  # [chunk, D]
         slot = start + jnp.arange(chunk, dtype=jnp.int32)  # [chunk]
-        valid = (slot >= i * chunk) & (slot < memory.count)  # [chunk]
+        valid = (slot >= i * chunk) & (slot < m.count)  # [chunk]
         # [B, D] x [chunk, D] -> [B, chunk], accumulated in f32
         s = jnp.einsum(
-            "bd,md->bm",
-            q,
-            x.astype(out_dtype),
-            preferred_element_type=jnp.float32,
-            precision=precision,
-        )
-        s = jnp.where(valid[None, :], beta * s, neg_inf)
-        return x, slot, s
+            "bd,md->bm", self.q, x.astype(self.q.dtype), preferred_element_type=jnp.float32,
+            precision=self.precision,
+        )  # fmt: skip
+        return x, slot, jnp.where(valid[None, :], self.beta * s, _NEG_INF)
 
-    def topk_step(carry, i):
-        vals, idx = carry
-        _, slot, s = chunk_logits(i)
-        c_vals, c_pos = jax.lax.top_k(s, k_chunk)  # [B, k_c]
-        return _merge_topk(vals, idx, c_vals, slot[c_pos], top_k), None
+    def merge(self, vals, idx, slot, s):
+        c_vals, c_pos = jax.lax.top_k(s, self.k_chunk)  # [B, k_c]
+        return _merge_topk(vals, idx, c_vals, slot[c_pos], self.top_k)
 
-    init_topk = (
-        jnp.full((batch, top_k), neg_inf),
-        jnp.full((batch, top_k), -1, jnp.int32),
-    )
-    steps = jnp.arange(n_chunks, dtype=jnp.int32)
+    def topk(self, out_dtype):
+        def step(carry, i):
+            _, slot, s = self.logits(i)
+            return self.merge(*carry, slot, s), None
 
-    if mode == "topk":
-        (vals, idx), _ = jax.lax.scan(topk_step, init_topk, steps)
-        ok = vals > neg_inf  # [B, K]
+        (vals, idx), _ = jax.lax.scan(step, self.init_topk, self.steps)
+        ok = vals > _NEG_INF  # [B, K]
         top = jnp.max(vals, axis=1, keepdims=True)  # [B, 1]
-        top = jnp.where(top > neg_inf, top, 0.0)
+        top = jnp.where(top > _NEG_INF, top, 0.0)
         e = jnp.where(ok, jnp.exp(vals - top), 0.0)
         denom = jnp.sum(e, axis=1, keepdims=True)
         weights = e / jnp.where(denom > 0, denom, 1.0)
         idx = jnp.where(ok, idx, -1)
-        gathered = memory.patterns[jnp.maximum(idx, 0)].astype(jnp.float32)  # [B, K, D]
+        gathered = self.memory.patterns[jnp.maximum(idx, 0)].astype(jnp.float32)  # [B, K, D]
         # [B, K] x [B, K, D] -> [B, D]
-        retrieved = jnp.einsum("bk,bkd->bd", weights, gathered, precision=precision)
+        retrieved = jnp.einsum("bk,bkd->bd", weights, gathered, precision=self.precision)
         return retrieved.astype(out_dtype), weights, idx, vals
 
-    def full_step(carry, i):
-        run_max, run_sum, acc, vals, idx = carry
-        x, slot, s = chunk_logits(i)
-        new_max = jnp.maximum(run_max, jnp.max(s, axis=1))  # [B]
-        safe_max = jnp.where(new_max > neg_inf, new_max, 0.0)  # avoid -inf - -inf
-        scale = jnp.exp(run_max - safe_max)  # [B]; 0 while nothing was seen
-        p = jnp.exp(s - safe_max[:, None])  # [B, chunk]; masked slots -> 0
-        run_sum = run_sum * scale + jnp.sum(p, axis=1)
-        # [B, chunk] x [chunk, D] -> [B, D]
-        acc = acc * scale[:, None] + jnp.einsum(
-            "bm,md->bd", p, x.astype(jnp.float32), precision=precision
-        )
-        c_vals, c_pos = jax.lax.top_k(s, k_chunk)  # [B, k_c]
-        vals, idx = _merge_topk(vals, idx, c_vals, slot[c_pos], top_k)
-        return (new_max, run_sum, acc, vals, idx), None
+    def full(self, out_dtype):
+        def step(carry, i):
+            run_max, run_sum, acc, vals, idx = carry
+            x, slot, s = self.logits(i)
+            new_max = jnp.maximum(run_max, jnp.max(s, axis=1))  # [B]
+            safe_max = jnp.where(new_max > _NEG_INF, new_max, 0.0)  # avoid -inf - -inf
+            scale = jnp.exp(run_max - safe_max)  # [B]; 0 while nothing was seen
+            p = jnp.exp(s - safe_max[:, None])  # [B, chunk]; masked slots -> 0
+            run_sum = run_sum * scale + jnp.sum(p, axis=1)
+            # [B, chunk] x [chunk, D] -> [B, D]
+            acc = acc * scale[:, None] + jnp.einsum(
+                "bm,md->bd", p, x.astype(jnp.float32), precision=self.precision
+            )
+            return (new_max, run_sum, acc, *self.merge(vals, idx, slot, s)), None
 
-    init_full = (
-        jnp.full((batch,), neg_inf),
-        jnp.zeros((batch,), jnp.float32),
-        jnp.zeros((batch, dim), jnp.float32),
-        *init_topk,
-    )
-    (run_max, run_sum, acc, vals, idx), _ = jax.lax.scan(full_step, init_full, steps)
-    ok = vals > neg_inf  # [B, K]
-    denom = jnp.where(run_sum > 0, run_sum, 1.0)  # [B]
-    safe_max = jnp.where(run_max > neg_inf, run_max, 0.0)  # [B]
-    weights = jnp.where(ok, jnp.exp(vals - safe_max[:, None]), 0.0) / denom[:, None]
-    retrieved = acc / denom[:, None]
-    return retrieved.astype(out_dtype), weights, jnp.where(ok, idx, -1), vals
+        batch = self.q.shape[0]
+        init = (
+            jnp.full((batch,), _NEG_INF, jnp.float32),
+            jnp.zeros((batch,), jnp.float32),
+            jnp.zeros((batch, self.dim), jnp.float32),
+            *self.init_topk,
+        )
+        (run_max, run_sum, acc, vals, idx), _ = jax.lax.scan(step, init, self.steps)
+        ok = vals > _NEG_INF  # [B, K]
+        denom = jnp.where(run_sum > 0, run_sum, 1.0)  # [B]
+        safe_max = jnp.where(run_max > _NEG_INF, run_max, 0.0)  # [B]
+        weights = jnp.where(ok, jnp.exp(vals - safe_max[:, None]), 0.0) / denom[:, None]
+        retrieved = acc / denom[:, None]
+        return retrieved.astype(out_dtype), weights, jnp.where(ok, idx, -1), vals
 
 
 class ModernHopfield(nn.Module):

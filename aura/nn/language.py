@@ -40,6 +40,7 @@ from jax import lax
 from aura.nn import rope as rope_lib
 from aura.nn.spiking import LIF, spike_fn
 from aura.nn.srwkv import SRWKV, SRWKVState, init_srwkv_state
+from aura.nn.wkv import DEFAULT_CHUNK
 
 LANG_BACKENDS = ("lif", "srwkv")
 _DEFAULT_BETA = {"lif": 0.9, "srwkv": 0.5}
@@ -156,7 +157,8 @@ class SpikingLanguageCore(nn.Module):
       lif_threshold: LIF threshold (> 0).
       surrogate, surrogate_scale: spike surrogate (None: "fast_sigmoid" for "lif", "arctan"
         for "srwkv").
-      wkv_impl: "scan" or "assoc" ("srwkv").
+      wkv_impl: "auto" | "scan" | "assoc" | "chunked" ("srwkv"; see `aura.nn.wkv`).
+      wkv_chunk: tokens per chunk of the "chunked" WKV ("srwkv").
       dtype: computation dtype; param_dtype: parameter dtype.
     """
 
@@ -173,7 +175,8 @@ class SpikingLanguageCore(nn.Module):
     lif_threshold: float = 1.0
     surrogate: str | None = None
     surrogate_scale: float | None = None
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -219,6 +222,7 @@ class SpikingLanguageCore(nn.Module):
                 ffn_mult=self.ffn_mult,
                 spiking=self.spiking,
                 wkv_impl=self.wkv_impl,
+                wkv_chunk=self.wkv_chunk,
                 **common,
             )
         else:

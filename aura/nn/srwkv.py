@@ -15,7 +15,9 @@ One block (Zhu et al., 2023, "SpikeGPT"; Peng et al., 2023, "RWKV"), pre-LayerNo
   membrane carries from token to token. ``spiking=False`` drops the LIF (a plain RWKV-4 stack, for
   the Transformer comparison and for debugging).
 
-The sequence form (`__call__` over [B, T, D]) shifts by a shifted copy and runs the WKV over T;
+The sequence form (`__call__` over [B, T, D]) runs its blocks time-major ([T, B, D]: one
+transpose in and one out, instead of one around every recurrence), shifts by a shifted copy and
+runs the WKV over T;
 the recurrent form (`step` over [B, D]) does the same for one token with O(1) cost and memory.
 Both take and return an explicit `SRWKVState`, so a prompt is consumed once by the sequence form
 and generation continues with `step`.
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aura.nn.spiking import LIF, spike_fn
-from aura.nn.wkv import EMPTY_P, WKV_IMPLS, WKVState, wkv
+from aura.nn.wkv import DEFAULT_CHUNK, EMPTY_P, WKV_IMPLS, WKVState, wkv
 
 
 class SRWKVState(NamedTuple):
@@ -75,17 +77,24 @@ def _const(values: np.ndarray):
 
 
 def _shifted(h: jax.Array, last: jax.Array) -> jax.Array:
-    """Token shift: [last, h_0, ..., h_{T-2}] for h [B, T, D] and last [B, D]."""
-    return jnp.concatenate([last[:, None].astype(h.dtype), h[:, :-1]], axis=1)  # [B, T, D]
+    """Token shift, time-major: [last, h_0, ..., h_{T-2}] for h [T, B, D] and last [B, D]."""
+    return jnp.concatenate([last[None].astype(h.dtype), h[:-1]], axis=0)  # [T, B, D]
+
+
+def _swap(a: jax.Array) -> jax.Array:
+    """[T, B, D] <-> [B, T, D]. Around a scan that runs over T on a time-major array, XLA folds
+    this swap with the scan's own swap back to time-major, so it moves no data."""
+    return jnp.swapaxes(a, 0, 1)
 
 
 class TimeMix(nn.Module):
-    """RWKV-4 time mixing over [B, T, D] with an explicit (shift, WKV) carry."""
+    """RWKV-4 time mixing over time-major [T, B, D] with an explicit (shift, WKV) carry."""
 
     dim: int
     layer_id: int
     num_layers: int
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -107,7 +116,7 @@ class TimeMix(nn.Module):
         decay_raw = self.param("decay_raw", _const(decay0), (d,), pd)
         bonus = self.param("bonus", _const(bonus0), (d,), pd)
 
-        prev = _shifted(h, last)  # [B, T, D]
+        prev = _shifted(h, last)  # [T, B, D]
         dense = lambda name: nn.Dense(
             d, use_bias=False, dtype=self.dtype, param_dtype=pd, name=name
         )
@@ -120,13 +129,14 @@ class TimeMix(nn.Module):
         v = dense("value")(mixed(mix_v))
         r = dense("receptance")(mixed(mix_r))
         w = -jnp.exp(decay_raw.astype(jnp.float32))  # [D], < 0: per-step decay exp(w) < 1
-        y, state = wkv(w, bonus, k, v, state, self.wkv_impl)  # [B, T, D] float32
+        y, state = wkv(w, bonus, _swap(k), _swap(v), state, self.wkv_impl, self.wkv_chunk)
+        y = _swap(y)  # [B, T, D] -> [T, B, D] float32
         out = dense("output")(jax.nn.sigmoid(r) * y.astype(self.dtype))
-        return out, h[:, -1], state
+        return out, h[-1], state
 
 
 class ChannelMix(nn.Module):
-    """RWKV-4 channel mixing (squared-ReLU MLP with a receptance gate) with a shift carry."""
+    """RWKV-4 channel mixing (squared-ReLU MLP with a receptance gate), time-major [T, B, D]."""
 
     dim: int
     hidden: int
@@ -141,18 +151,18 @@ class ChannelMix(nn.Module):
         ramp = (np.arange(d) / d) ** (1.0 - self.layer_id / self.num_layers)
         mix_k = self.param("mix_k", _const(ramp), (d,), pd).astype(h.dtype)
         mix_r = self.param("mix_r", _const(ramp), (d,), pd).astype(h.dtype)
-        prev = _shifted(h, last)  # [B, T, D]
+        prev = _shifted(h, last)  # [T, B, D]
         dense = lambda n, name: nn.Dense(
             n, use_bias=False, dtype=self.dtype, param_dtype=pd, name=name
         )
-        k = dense(self.hidden, "key")(h * mix_k + prev * (1 - mix_k))  # [B, T, F]
-        kv = dense(d, "value")(jnp.square(jax.nn.relu(k)))  # [B, T, D]
+        k = dense(self.hidden, "key")(h * mix_k + prev * (1 - mix_k))  # [T, B, F]
+        kv = dense(d, "value")(jnp.square(jax.nn.relu(k)))  # [T, B, D]
         r = dense(d, "receptance")(h * mix_r + prev * (1 - mix_r))
-        return jax.nn.sigmoid(r) * kv, h[:, -1]
+        return jax.nn.sigmoid(r) * kv, h[-1]
 
 
 class SRWKVBlock(nn.Module):
-    """One pre-LN spiking RWKV block over [B, T, D] with a per-layer carry (a tuple of 7 [B, D])."""
+    """One pre-LN spiking RWKV block over time-major [T, B, D] with a per-layer carry (7 [B, D])."""
 
     dim: int
     hidden: int
@@ -163,7 +173,8 @@ class SRWKVBlock(nn.Module):
     lif_threshold: float = 1.0
     surrogate: str = "arctan"
     surrogate_scale: float | None = None
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -180,8 +191,8 @@ class SRWKVBlock(nn.Module):
             name=name,
         )
         # LIF's step axis is the token axis here: the membrane carries across tokens.
-        spikes, mem = lif((1.0 - self.lif_beta) * y, mem.astype(y.dtype))
-        return spikes, mem.astype(jnp.float32)
+        spikes, mem = lif(_swap((1.0 - self.lif_beta) * y), mem.astype(y.dtype))  # [B, T, D]
+        return _swap(spikes), mem.astype(jnp.float32)
 
     @nn.compact
     def __call__(self, x: jax.Array, carry: tuple) -> tuple[jax.Array, tuple]:
@@ -195,9 +206,9 @@ class SRWKVBlock(nn.Module):
             param_dtype=self.param_dtype,
         )
         h = ln("ln1")(x)
-        att, shift_att, wkv_state = TimeMix(wkv_impl=self.wkv_impl, name="att", **common)(
-            h, shift_att, WKVState(a, b, p)
-        )
+        att, shift_att, wkv_state = TimeMix(
+            wkv_impl=self.wkv_impl, wkv_chunk=self.wkv_chunk, name="att", **common
+        )(h, shift_att, WKVState(a, b, p))
         att, mem_att = self._spikes(att, mem_att, "lif_att")
         x = x + att.astype(x.dtype)
         h = ln("ln2")(x)
@@ -219,7 +230,9 @@ class SRWKV(nn.Module):
       lif_beta: LIF membrane decay in [0, 1) (0.5 = spikingjelly tau 2, as in SpikeGPT).
       lif_threshold: LIF threshold (> 0).
       surrogate, surrogate_scale: spike surrogate (see `aura.nn.spiking.spike_fn`).
-      wkv_impl: "scan" (lax.scan, default) or "assoc" (associative scan) for sequences.
+      wkv_impl: "auto" (default: "scan" on CPU, "chunked" on GPU/TPU), "scan", "assoc" or
+        "chunked" (`aura.nn.wkv`) for sequences; a single token always takes the recurrent step.
+      wkv_chunk: tokens per chunk of the "chunked" WKV (>= 1).
       final_norm: apply a LayerNorm to the output.
       dtype: computation dtype (the WKV always runs in float32).
       param_dtype: parameter dtype.
@@ -233,7 +246,8 @@ class SRWKV(nn.Module):
     lif_threshold: float = 1.0
     surrogate: str = "arctan"
     surrogate_scale: float | None = None
-    wkv_impl: str = "scan"
+    wkv_impl: str = "auto"
+    wkv_chunk: int = DEFAULT_CHUNK
     final_norm: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -252,6 +266,9 @@ class SRWKV(nn.Module):
             )
         if self.wkv_impl not in WKV_IMPLS:
             raise ValueError(f"unknown wkv_impl {self.wkv_impl!r}; valid: {', '.join(WKV_IMPLS)}")
+        chunk = self.wkv_chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"SRWKV wkv_chunk must be an int >= 1, got {chunk!r}")
         if not 0.0 <= self.lif_beta < 1.0:
             raise ValueError(f"lif_beta must be in [0, 1), got {self.lif_beta}")
         if not self.lif_threshold > 0:
@@ -274,6 +291,7 @@ class SRWKV(nn.Module):
                 surrogate=self.surrogate,
                 surrogate_scale=self.surrogate_scale,
                 wkv_impl=self.wkv_impl,
+                wkv_chunk=self.wkv_chunk,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
             )
@@ -313,11 +331,12 @@ class SRWKV(nn.Module):
           (y [B, T, D] in `dtype`, state after the last token).
         """
         state = self._check(x, state, 3)
-        x = self.ln0(x.astype(self.dtype))
+        x = _swap(self.ln0(x.astype(self.dtype)))  # time-major inside: [B, T, D] -> [T, B, D]
         new = []
         for i, block in enumerate(self.blocks):
             x, carry = block(x, tuple(leaf[i] for leaf in state))
             new.append(carry)
+        x = _swap(x)  # [T, B, D] -> [B, T, D]
         if self.final_norm:
             x = self.ln_out(x)
         stacked = SRWKVState(*(jnp.stack(leaves) for leaves in zip(*new, strict=True)))  # [L, B, D]

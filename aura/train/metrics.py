@@ -22,9 +22,22 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
-__all__ = ["MetricsLogger", "format_line", "progress", "to_jsonable"]
+__all__ = [
+    "PEAK_FLOPS",
+    "MetricSums",
+    "MetricsLogger",
+    "compiled_flops",
+    "default_peak_flops",
+    "format_line",
+    "progress",
+    "throughput",
+    "to_jsonable",
+]
 
 # Arrays up to this many elements are logged as JSON lists; larger ones as a summary.
 MAX_JSON_ARRAY = 4096
@@ -84,8 +97,6 @@ def to_jsonable(value: Any) -> Any:
 def _resolve_process_index(process_index: int | None) -> int:
     if process_index is not None:
         return int(process_index)
-    import jax  # Deferred: only a multi-host caller that omits the index needs jax here.
-
     return jax.process_index()
 
 
@@ -119,8 +130,6 @@ class MetricsLogger:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open.
         if tensorboard:
-            from tensorboardX import SummaryWriter  # Deferred: heavy import (protobuf).
-
             self._writer = SummaryWriter(str(self.workdir / "tb"))
 
     def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
@@ -143,6 +152,32 @@ class MetricsLogger:
             for tag, value in flat.items():
                 self._write_tb(tag, value, int(step))
             self._writer.flush()
+
+    def truncate_after(self, step: int) -> int:
+        """Drops JSONL rows logged after ``step`` (a resumed run repeats those steps).
+
+        Returns:
+          How many rows were dropped. TensorBoard keeps its events (it shows the latest value
+          of a repeated step).
+        """
+        if not self.active or self._file is None:
+            return 0
+        self._file.close()
+        lines = self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                if int(json.loads(line).get("step", 0)) > step:
+                    continue
+            except (ValueError, AttributeError, TypeError):
+                continue  # a torn last line from a killed run
+            kept.append(line)
+        if len(kept) != len(lines):
+            tmp = self.jsonl_path.with_name(f".{self.jsonl_path.name}.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(self.jsonl_path)
+        self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open.
+        return len(lines) - len(kept)
 
     def _write_tb(self, tag: str, value: Any, step: int) -> None:
         if isinstance(value, str) or value is None:
@@ -274,11 +309,92 @@ def progress(
     Returns:
       A tqdm iterator (a pass-through when disabled; `.disable` tells which).
     """
-    from tqdm import tqdm  # Deferred: only loops that show a bar need it.
-
     if enabled is None:
         isatty = getattr(sys.stderr, "isatty", None)
         enabled = bool(isatty and isatty()) and _resolve_process_index(process_index) == 0
     return tqdm(
         iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True
     )
+
+
+# Peak dense FLOP/s per device for MFU (bf16 on accelerators; f32 XLA matmul on the 2-core CPU
+# development machine, measured: about 165 GFLOP/s for the whole process).
+PEAK_FLOPS = {"cpu": 165e9, "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12,
+              "tpu v5p": 459e12, "h100": 989e12, "h200": 989e12, "a100": 312e12}  # fmt: skip
+
+
+def default_peak_flops(devices=None) -> float:
+    """Peak FLOP/s of ``devices`` (default: all), from :data:`PEAK_FLOPS` (CPU: per process)."""
+    devices = list(jax.devices() if devices is None else devices)
+    kind = devices[0].device_kind.lower()
+    if devices[0].platform == "cpu":
+        return PEAK_FLOPS["cpu"] * jax.process_count()
+    for name, peak in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if name in kind:
+            return peak * len(devices)
+    return float("nan")
+
+
+def compiled_flops(compiled) -> float:
+    """FLOPs of one call of a compiled jax function (its cost analysis; NaN if unavailable)."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        return float(cost.get("flops", float("nan")))
+    except Exception:  # Some backends do not report a cost analysis.
+        return float("nan")
+
+
+class MetricSums:
+    """Sums of host metrics over steps (arrays elementwise)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, np.ndarray] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + np.asarray(v, np.float64)
+        self.count += 1
+
+    def merge(self, other: MetricSums) -> None:
+        for k, v in other.sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += other.count
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able copy (saved with a checkpoint, so a resumed period's means are exact)."""
+        return {
+            "count": self.count,
+            "sums": {k: np.asarray(v).tolist() for k, v in self.sums.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> MetricSums:
+        out = cls()
+        if data:
+            out.count = int(data["count"])
+            out.sums = {k: np.asarray(v, np.float64) for k, v in data["sums"].items()}
+        return out
+
+    def means(self) -> dict[str, Any]:
+        n = max(self.count, 1)
+        return {k: (v / n).tolist() if np.ndim(v) else float(v / n) for k, v in self.sums.items()}
+
+
+def throughput(sums: MetricSums, seconds: float, flops: float, peak: float) -> dict[str, float]:
+    """steps/s, tokens/s (when the steps report ``tokens``) and MFU of ``sums.count`` steps.
+
+    Args:
+      sums: the steps' summed metrics.
+      seconds: wall time they took.
+      flops: FLOPs of one step (:func:`compiled_flops`; NaN: no MFU).
+      peak: peak FLOP/s of the devices that ran them.
+    """
+    steps = sums.count
+    out: dict[str, float] = {"steps_per_sec": steps / max(seconds, 1e-9)}
+    if "tokens" in sums.sums:
+        out["tokens_per_sec"] = float(sums.sums["tokens"]) / max(seconds, 1e-9)
+    if math.isfinite(flops) and math.isfinite(peak) and peak > 0:
+        out["mfu"] = flops * steps / max(seconds, 1e-9) / peak
+    return out

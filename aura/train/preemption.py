@@ -26,6 +26,10 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
 __all__ = ["PreemptionGuard"]
 
 
@@ -74,13 +78,8 @@ class PreemptionGuard:
         """
         if "jax" not in sys.modules:
             return self.requested
-        import jax
-
         if jax.process_count() == 1:
             return self.requested
-        import numpy as np
-        from jax.experimental import multihost_utils
-
         flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
         return bool(np.asarray(flags).any())
 

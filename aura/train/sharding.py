@@ -30,6 +30,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
@@ -282,3 +283,54 @@ def global_batch(
     if global_rows is not None:
         shape = tuple(local.shape[:batch_axis]) + (global_rows,) + local.shape[batch_axis + 1 :]
     return jax.make_array_from_process_local_data(sharding, local, shape)
+
+
+def place_batch(
+    data: Any, extras: Any, mesh: Mesh, batch_axis: int = 0, process_local: bool = False
+) -> tuple[Any, Any]:
+    """Puts a step's host batch on the mesh: ``data`` split over the batch axes, ``extras``
+    replicated (copied: they may share buffers with a donated state).
+
+    With several processes each process passes the global batch (its rows are taken here) or,
+    with ``process_local``, only its own rows.
+    """
+    rep = replicated(mesh)
+    if jax.process_count() == 1:
+        sh = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x), batch_axis), data)
+        return jax.device_put(data, sh), jax.device_put(extras, rep, may_alias=False)
+
+    def put(x):
+        x = np.asarray(x)
+        rows = x.shape[batch_axis]
+        if process_local:
+            rows = rows * jax.process_count()
+        else:
+            idx = process_batch_rows(batch_sharding(mesh, x.ndim, batch_axis), x.shape, batch_axis)
+            x = np.take(x, idx, axis=batch_axis)
+        return global_batch(x, mesh, batch_axis, global_rows=rows)
+
+    return jax.tree.map(put, data), jax.device_put(extras, rep, may_alias=False)
+
+
+def _buffer(x: Any) -> int | None:
+    try:
+        return x.addressable_shards[0].data.unsafe_buffer_pointer()
+    except (AttributeError, IndexError, RuntimeError, ValueError):
+        return None
+
+
+def unalias(state: Any) -> Any:
+    """Copies leaves that share a device buffer with an earlier leaf (the step donates the state,
+    and a buffer cannot be donated twice: e.g. an ``anchor`` that is the init's own params)."""
+    seen: set[int] = set()
+
+    def fresh(x):
+        ptr = _buffer(x)
+        if ptr is None:
+            return x
+        if ptr in seen:
+            return jnp.copy(x)
+        seen.add(ptr)
+        return x
+
+    return jax.tree.map(fresh, state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -63,16 +64,20 @@ def test_continual_command_runs_end_to_end_and_writes_json(tiny_npz, tmp_path):
     assert len(written["accuracy_matrix"]) == 5 and len(written["forgetting"]) == 4
     assert len(written["baseline_forgetting"]) == 4
     assert 0.0 <= written["average_accuracy"] <= 1.0
-    records = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert sum("method/acc" in r for r in records) == 5
-    assert sum("baseline/acc" in r for r in records) == 5
-    assert records[-1]["final/average_accuracy"] == written["average_accuracy"]
+    for run in ("method", "baseline"):  # each run in its own resumable directory
+        lines = (workdir / run / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(r) for r in lines]
+        assert sum("eval/acc" in r for r in records) == 5
+        assert (workdir / run / "ckpt").is_dir()
+    last = [json.loads(r) for r in (workdir / "method" / "metrics.jsonl").read_text().splitlines()]
+    assert last[-1]["eval/acc"] == written["accuracy_matrix"][-1]
 
 
 def test_unknown_scenario_exits_2_listing_valid_ones(tmp_path):
     proc = _run("--scenario=online", f"--workdir={tmp_path}", timeout=60)
     assert proc.returncode == 2
-    assert "valid scenarios: class, task, domain" in proc.stderr
+    assert "should be one of <class|task|domain>" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert not list(tmp_path.iterdir())  # nothing written before the error
 
 
@@ -87,3 +92,30 @@ def test_bad_data_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "expected uint8" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow  # three processes, ~1-2 min; tests/experiments/continual covers it in-process
+def test_sigterm_mid_task_then_the_same_command_ends_with_the_same_matrix(tiny_npz, tmp_path):
+    args = [
+        *(sys.executable, "-m", "aura.build", "continual", f"--data={tiny_npz}"),
+        *("--epochs_per_task=3", "--hidden_dim=32", "--ppca_dim=5", "--notensorboard"),
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.Popen([*args, f"--workdir={tmp_path / 'a'}"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cut = subprocess.Popen([*args, f"--workdir={tmp_path / 'b'}"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in cut.stdout:  # the first task is learned: the second one is under way
+        if line.startswith("method   task 0"):
+            cut.send_signal(signal.SIGTERM)
+            break
+    out, err = cut.communicate(timeout=300)
+    assert cut.returncode == 0, err[-2000:]
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["interrupted"] and "accuracy_matrix" not in stopped
+    resumed = _run(*args[4:], f"--workdir={tmp_path / 'b'}", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, _ = whole.communicate(timeout=600)
+    a, b = json.loads(full.strip().splitlines()[-1]), json.loads(resumed.stdout.splitlines()[-1])
+    for key in ("accuracy_matrix", "baseline_accuracy_matrix", "forgetting", "gate_accuracy"):
+        assert a[key] == b[key], key

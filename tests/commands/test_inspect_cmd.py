@@ -13,11 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from aura.brain.zones import expert_ckpt_path
-
-# checkpoint first: importing expert_ckpt before it is a circular import
-from aura.train import checkpoint, zone_store  # noqa: F401
-from aura.train.expert_ckpt import save_expert
+from aura.experiments.zones import store as zone_store
+from aura.experiments.zones.layout import expert_ckpt_path
+from aura.train.experts import save_expert
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -35,7 +33,7 @@ def clean_root(tmp_path_factory):
     for i, util in enumerate((0.5, 0.3, 0.2)):
         metrics = {"utilisation": util, "routed_accuracy": 0.9 - i / 10}
         save_expert(
-            expert_ckpt_path("hippocampus", i, root), _expert(i), {"step": 40, "metrics": metrics}
+            expert_ckpt_path(root, "hippocampus", i), _expert(i), {"step": 40, "metrics": metrics}
         )
     centroids = {"centroids": np.ones((4, 8), np.float32), "scale": np.asarray(0.5, np.float32)}
     zone_store.save_head(
@@ -52,7 +50,7 @@ def root(clean_root, tmp_path):
 
 
 def inspect(root, zone=None, as_json=False):
-    from aura.train.zone_report import inspect_root
+    from aura.experiments.zones.report import inspect_root
 
     out = io.StringIO()
     code = inspect_root(str(root), zone, as_json, True, out=out)
@@ -119,7 +117,7 @@ def test_missing_zone_directory_exits_2_and_an_interrupted_swap_is_recovered(roo
     assert code == 2 and row(table, "amygdala", "-").split()[2] == "MISSING"
     assert "zone directory does not exist" in capsys.readouterr().err
     # A crash between the two renames of a save leaves only the previous copy, set aside.
-    src = expert_ckpt_path("hippocampus", 2, root)
+    src = expert_ckpt_path(root, "hippocampus", 2)
     os.rename(src, src.parent / ".expert_2.old-0123456789ab")
     code, table = inspect(root)
     assert code == 0 and row(table, "hippocampus", "expert_2").split()[2] == "recovered"
@@ -139,3 +137,14 @@ def test_command_line(root, tmp_path):
     assert bad.returncode == 2 and "unknown zone 'cortex'; valid zones: hippocampus" in bad.stderr
     gone = _run(f"--ckpt_root={tmp_path / 'nothing'}")
     assert gone.returncode == 2 and "does not exist; run pretrain_zones first" in gone.stderr
+
+
+def test_a_manifest_with_fields_of_the_wrong_type_is_named(root, capsys):
+    mpath = expert_ckpt_path(root, "hippocampus", 1) / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["shapes"] = "w1"  # a hand edit: shapes must be a mapping
+    mpath.write_text(json.dumps(manifest))
+    code, table = inspect(root, "hippocampus")
+    assert code == 2
+    assert "CORRUPT" in row(table, "hippocampus", "expert_1")
+    assert str(mpath) in capsys.readouterr().err  # the file is named, not a bare TypeError

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aura.models.adapter import SelfTeachingAdapter, adapter_config
-from aura.models.generate import Generator, sample_logits
+from aura.serve.sampling import Generator, sample_logits
 
 
 def small(backend="srwkv", use_rope=True):

@@ -7,16 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aura.brain import bus as bus_lib
-from aura.brain.zones import get_zone, zone_controls
+from aura.experiments.zones.joint import model_config
+from aura.experiments.zones.registry import get_zone, zone_controls
 from aura.models import zone_brain
 from aura.models.zone_brain import ZoneBrain, bus_widths
+from aura.nn import bus as bus_lib
 
 ZONES = ("hippocampus", "amygdala", "language")
 
 
 def tiny_config(**over):
-    return zone_brain.tiny_config(zones=ZONES, **over)
+    return model_config(ZONES, base=zone_brain.tiny_config(**over))
 
 
 @pytest.fixture(scope="module")

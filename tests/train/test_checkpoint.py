@@ -18,8 +18,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import aura
+from aura.experiments.zones.layout import expert_ckpt_path
 from aura.train import checkpoint as ck
-from aura.train import expert_ckpt
+from aura.train import experts as ex
 from aura.train.checkpoint import CheckpointError, TrainCheckpointer
 
 # After a failed read of damaged files, orbax's reader thread may report "Event loop is closed"
@@ -233,56 +234,56 @@ def _experts(e: int = 4, seed: int = 0) -> dict:
 
 def test_expert_rows_and_insert_against_numpy(tmp_path):
     experts = _experts()
-    rows = ck.expert_rows(experts, 2)
-    for path, leaf in ck._flat(experts).items():
-        np.testing.assert_array_equal(np.asarray(ck._flat(rows)[path]), np.asarray(leaf)[2])
-    traced = jax.jit(ck.expert_rows)(experts, jnp.int32(2))  # Traced index under jit.
+    rows = ex.expert_rows(experts, 2)
+    for path, leaf in ck.flat_tree(experts).items():
+        np.testing.assert_array_equal(np.asarray(ck.flat_tree(rows)[path]), np.asarray(leaf)[2])
+    traced = jax.jit(ex.expert_rows)(experts, jnp.int32(2))  # Traced index under jit.
     _assert_tree_equal(traced, rows)
 
     target = _experts(seed=1)
-    out = ck.insert_expert_rows(target, 0, rows)
-    for path, leaf in ck._flat(out).items():
-        want = np.array(ck._flat(target)[path])
-        want[0] = np.asarray(ck._flat(experts)[path])[2]
+    out = ex.insert_expert_rows(target, 0, rows)
+    for path, leaf in ck.flat_tree(out).items():
+        want = np.array(ck.flat_tree(target)[path])
+        want[0] = np.asarray(ck.flat_tree(experts)[path])[2]
         np.testing.assert_array_equal(np.asarray(leaf), want)
     host = jax.tree.map(np.asarray, target)  # numpy trees are copied, not modified in place.
-    out_np = ck.insert_expert_rows(host, 3, rows)
+    out_np = ex.insert_expert_rows(host, 3, rows)
     np.testing.assert_array_equal(out_np["b1"][3], np.asarray(rows["b1"]))
     assert not np.array_equal(host["b1"][3], out_np["b1"][3])
 
     with pytest.raises(ValueError, match="expert index 4 out of range"):
-        ck.expert_rows(experts, 4)
+        ex.expert_rows(experts, 4)
     with pytest.raises(CheckpointError) as err:
-        ck.insert_expert_rows(_experts(), 1, ck.expert_rows(_experts(), 0) | {"b1": jnp.ones(7)})
+        ex.insert_expert_rows(_experts(), 1, ex.expert_rows(_experts(), 0) | {"b1": jnp.ones(7)})
     assert "'b1'" in str(err.value) and "(7,)" in str(err.value) and "(5,)" in str(err.value)
 
 
 def test_expert_save_load_round_trip(tmp_path):
     experts = _experts()
-    path = ck.expert_ckpt_path(tmp_path, "hippocampus", 2)
+    path = expert_ckpt_path(tmp_path, "hippocampus", 2)
     assert path == tmp_path / "hippocampus" / "expert_2"
-    rows = ck.expert_rows(experts, 2)
-    ck.save_expert(path, rows, {"step": 7, "metrics": {"acc": np.float32(0.5)}})
-    params, manifest = ck.load_expert(path, template=jax.eval_shape(lambda: rows))
+    rows = ex.expert_rows(experts, 2)
+    ex.save_expert(path, rows, {"step": 7, "metrics": {"acc": np.float32(0.5)}})
+    params, manifest = ex.load_expert(path, template=jax.eval_shape(lambda: rows))
     _assert_tree_equal(params, rows)
     assert manifest["zone"] == "hippocampus" and manifest["expert"] == 2
     assert manifest["step"] == 7 and manifest["metrics"] == {"acc": 0.5}
     assert manifest["shapes"] == {"b1": [5], "gate/scale": [], "w1": [3, 5]}
     assert manifest["param_count"] == 5 + 1 + 15
     assert manifest["code_version"] == aura.__version__ and manifest["created"].endswith("Z")
-    loose, _ = ck.load_expert(path)  # Without a template: numpy arrays.
+    loose, _ = ex.load_expert(path)  # Without a template: numpy arrays.
     np.testing.assert_array_equal(loose["w1"], np.asarray(rows["w1"]))
     assert sorted(p.name for p in path.parent.iterdir()) == ["expert_2"]  # No leftovers.
 
     with pytest.raises(CheckpointError) as err:
-        ck.load_expert(path, template=ck.expert_rows(_experts(), 0) | {"w1": jnp.ones((4, 5))})
+        ex.load_expert(path, template=ex.expert_rows(_experts(), 0) | {"w1": jnp.ones((4, 5))})
     msg = str(err.value)
     assert "zone hippocampus, expert 2" in msg and "'w1'" in msg
     assert "(3, 5)" in msg and "(4, 5)" in msg
     with pytest.raises(ValueError, match="zone name"):
-        ck.expert_ckpt_path(tmp_path, "../x", 0)
+        expert_ckpt_path(tmp_path, "../x", 0)
     with pytest.raises(ValueError, match="expert index -1"):
-        ck.expert_ckpt_path(tmp_path, "hippocampus", -1)
+        expert_ckpt_path(tmp_path, "hippocampus", -1)
 
 
 class _Crash(BaseException):
@@ -290,24 +291,24 @@ class _Crash(BaseException):
 
 
 def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
-    path = ck.expert_ckpt_path(tmp_path, "amygdala", 0)
-    old, new = ck.expert_rows(_experts(seed=1), 0), ck.expert_rows(_experts(seed=2), 0)
-    ck.save_expert(path, old, {"step": 1})
+    path = expert_ckpt_path(tmp_path, "amygdala", 0)
+    old, new = ex.expert_rows(_experts(seed=1), 0), ex.expert_rows(_experts(seed=2), 0)
+    ex.save_expert(path, old, {"step": 1})
 
     # 1. Dies while writing the new files: the old checkpoint is untouched.
     def die(*args, **kwargs):
         raise _Crash
 
     with monkeypatch.context() as m:
-        m.setattr(expert_ckpt.json, "dump", die)
+        m.setattr(ex.json, "dump", die)
         with pytest.raises(_Crash):
-            ck.save_expert(path, new, {"step": 2})
-    params, manifest = ck.load_expert(path)
+            ex.save_expert(path, new, {"step": 2})
+    params, manifest = ex.load_expert(path)
     assert manifest["step"] == 1
     _assert_tree_equal(params, jax.tree.map(np.asarray, old))
 
     # 2. Dies between moving the old directory aside and moving the new one in.
-    real_rename, calls = expert_ckpt._rename, []
+    real_rename, calls = ex._rename, []
 
     def rename_then_die(src, dst):
         calls.append(dst)
@@ -316,17 +317,17 @@ def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
         real_rename(src, dst)
 
     with monkeypatch.context() as m:
-        m.setattr(expert_ckpt, "_rename", rename_then_die)
+        m.setattr(ex, "_rename", rename_then_die)
         with pytest.raises(_Crash):
-            ck.save_expert(path, new, {"step": 2})
+            ex.save_expert(path, new, {"step": 2})
     assert not path.exists()
-    params, manifest = ck.load_expert(path)  # Falls back to the set-aside previous save.
+    params, manifest = ex.load_expert(path)  # Falls back to the set-aside previous save.
     assert manifest["step"] == 1
     _assert_tree_equal(params, jax.tree.map(np.asarray, old))
 
     # The next save recovers and cleans up.
-    ck.save_expert(path, new, {"step": 3})
-    params, manifest = ck.load_expert(path)
+    ex.save_expert(path, new, {"step": 3})
+    params, manifest = ex.load_expert(path)
     assert manifest["step"] == 3
     _assert_tree_equal(params, jax.tree.map(np.asarray, new))
     assert sorted(p.name for p in path.parent.iterdir()) == ["expert_0"]
@@ -334,19 +335,19 @@ def test_interrupted_expert_save_keeps_previous(tmp_path, monkeypatch):
 
 def test_corrupt_or_missing_expert_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="thalamus does not exist"):
-        ck.load_expert(ck.expert_ckpt_path(tmp_path, "thalamus", 0))
-    path = ck.expert_ckpt_path(tmp_path, "thalamus", 1)
-    ck.save_expert(path, ck.expert_rows(_experts(), 1), {"step": 1})
+        ex.load_expert(expert_ckpt_path(tmp_path, "thalamus", 0))
+    path = expert_ckpt_path(tmp_path, "thalamus", 1)
+    ex.save_expert(path, ex.expert_rows(_experts(), 1), {"step": 1})
     _corrupt_files(path / "params", "d/*")
     with pytest.raises(CheckpointError, match=f"{path} .*corrupt or incomplete"):
-        ck.load_expert(path)
+        ex.load_expert(path)
     (path / "manifest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=f"{path} is corrupt or incomplete: manifest.json"):
-        ck.load_expert(path)
+        ex.load_expert(path)
 
 
 def test_no_pickle_is_written_or_read(tmp_path, monkeypatch):
-    source = Path(ck.__file__).read_text()
+    source = Path(ck.__file__).read_text() + Path(ex.__file__).read_text()
     assert "import pickle" not in source and "allow_pickle" not in source
 
     def forbidden(*args, **kwargs):
@@ -358,7 +359,41 @@ def test_no_pickle_is_written_or_read(tmp_path, monkeypatch):
         ckpt.save(1, _state(), {"epoch": 0})
         ckpt.wait()
         ckpt.restore(abstract_state=_state())
-    path = ck.expert_ckpt_path(tmp_path, "language", 0)
-    ck.save_expert(path, ck.expert_rows(_experts(), 0), {"step": 1})
-    ck.load_expert(path)
+    path = expert_ckpt_path(tmp_path, "language", 0)
+    ex.save_expert(path, ex.expert_rows(_experts(), 0), {"step": 1})
+    ex.load_expert(path)
     assert json.loads((path / "manifest.json").read_text())["format"] == ck.EXPERT_FORMAT
+
+
+def _zero_16_bytes(directory: Path) -> Path:
+    """Zeroes 16 bytes in place in the largest array file under ``directory`` (same size)."""
+    files = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)  # an OCDBT array data file
+    data = bytearray(target.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(16) if any(data[mid : mid + 16]) else b"\xff" * 16
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_silent_bit_rot_in_a_step_is_named_not_loaded(tmp_path):
+    with TrainCheckpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, _state(), {"epoch": 0})
+        ckpt.wait()
+        sums = json.loads((ckpt.step_dir(1) / "checksums.json").read_text())
+        assert sums and all(len(v) == 64 for v in sums.values())
+        assert ckpt.verify(1)
+        ckpt.restore(abstract_state=_state())  # intact: fine
+        hit = _zero_16_bytes(ckpt.step_dir(1) / "state")
+        with pytest.raises(CheckpointError, match=f"{hit.name} changed since it was saved"):
+            ckpt.restore(abstract_state=_state())
+
+
+def test_silent_bit_rot_in_an_expert_is_named_not_loaded(tmp_path):
+    path = expert_ckpt_path(tmp_path, "language", 0)
+    ex.save_expert(path, ex.expert_rows(_experts(), 0), {"step": 1})
+    assert json.loads((path / "manifest.json").read_text())["checksums"]
+    ex.load_expert(path)
+    _zero_16_bytes(path / "params")
+    with pytest.raises(CheckpointError, match="changed since it was saved"):
+        ex.load_expert(path)

@@ -1,4 +1,4 @@
-"""Tests for aura.train.metrics and aura.train.plots: JSONL, TensorBoard, console, bar, PNG."""
+"""Tests of aura.train.metrics (JSONL, TensorBoard, console, bar) and the routing PNG plot."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
+from aura.experiments.mnist_poc.plots import plot_routing
 from aura.train import metrics as metrics_lib
 from aura.train.metrics import MetricsLogger, format_line, progress, to_jsonable
-from aura.train.plots import plot_routing
 
 
 def _read_events(tb_dir) -> dict[str, list[tuple[int, float]]]:

@@ -10,10 +10,13 @@ frozen or pruned is a :class:`RoutingControls` value passed to each call, so gro
 pruning never change a shape or trigger a recompile.
 
 Under a device mesh (``jax.set_mesh``) the non-dense dispatch modes run per device with
-``shard_map`` (``parallel.py``): each device dispatches its own tokens, and when the mesh's
-``expert_axis`` is larger than 1 the tokens travel to the devices holding their experts by
-all-to-all (expert parallelism). That path always uses capacity buffers (static shapes), also
-where ``dispatch`` would resolve to ``"ragged"``. Without a mesh nothing changes.
+``shard_map`` (``parallel.py``): each device dispatches its own tokens. With the mesh's
+``expert_axis`` of size 1 the resolved mode applies per device (``"ragged"``, the GPU/TPU
+default: sort + ``ragged_dot``, dropless; ``"capacity"``: the capacity buffer). With an expert
+axis larger than 1 the tokens travel to the devices holding their experts (expert parallelism):
+``"capacity"`` and ``"auto"`` use capacity buffers and a dense all-to-all (static shapes);
+``"ragged"`` uses a dropless ragged all-to-all (``ragged_parallel.py``; GPU/TPU, emulated on
+CPU). Without a mesh nothing changes.
 
 Example::
 
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from aura.nn.moe import dispatch as dispatch_lib
-from aura.nn.moe import parallel
+from aura.nn.moe import parallel, ragged_parallel
 from aura.nn.moe.experts import EXPERT_KINDS
 from aura.nn.moe.losses import MoEAux, gate_entropy, load_balance_loss, router_z_loss
 from aura.nn.moe.reference import reference_moe
@@ -50,7 +53,12 @@ class LiquidMoE(nn.Module):
       group_count: G > 1 enables hierarchical group gating; must divide E.
       expert_kind: "mlp" or "conv1d".
       conv_channels, conv_kernel: Conv1D expert channels H and kernel width W.
-      dispatch: "auto" | "capacity" | "ragged" | "dense" (reference; compute every expert).
+      dispatch: "auto" | "capacity" | "blocked" | "ragged" | "dense" (reference; compute every
+        expert). "auto" is "ragged" on GPU/TPU (also per device under a mesh whose expert axis
+        is 1) and "capacity" elsewhere, or "blocked" where that computes at most 3/4 of the
+        capacity buffer's rows (``dispatch.prefer_blocked``); under a mesh the blocked mode
+        falls back to the capacity buffer; with expert parallelism "auto" keeps the capacity
+        all-to-all and "ragged" selects the dropless ragged all-to-all.
       capacity_factor: capacity dispatch buffer size per expert, relative to a perfect balance.
       dtype: compute dtype of the experts (the router always computes in f32).
       param_dtype: parameter dtype (keep f32 master weights).
@@ -148,23 +156,15 @@ class LiquidMoE(nn.Module):
         freeze = controls.freeze_mask
         mode = dispatch_lib.resolve_mode(self.dispatch)
         E = self.num_experts
+        pairs = x2.shape[0] * self.top_k
+        auto_cpu = self.dispatch == "auto" and mode == "capacity"
+        if auto_cpu and dispatch_lib.prefer_blocked(pairs, E, self.capacity_factor):
+            mode = "blocked"
         mesh = None
         if mode != "dense":
             mesh = parallel.dispatch_mesh(self.expert_axis, x2.shape[0], E)
         if mesh is not None:
-            params, run = self.experts.batched_parts(freeze)
-            y, dropped = parallel.expert_parallel_dispatch(
-                x2,
-                r.indices,
-                r.weights,
-                r.valid,
-                params,
-                run,
-                E,
-                self.capacity_factor,
-                mesh,
-                self.expert_axis,
-            )
+            y, dropped = self._sharded(x2, r, freeze, mode, mesh)
             stats = dispatch_lib.DispatchStats(
                 dispatch_lib.routing_load(r.indices, r.valid, E), dropped
             )
@@ -177,6 +177,11 @@ class LiquidMoE(nn.Module):
                 lambda xb: self.experts.batched(xb, freeze),
                 E,
                 self.capacity_factor,
+            )
+        elif mode == "blocked":
+            params, run = self.experts.batched_parts(freeze)
+            y, stats = dispatch_lib.blocked_dispatch(
+                x2, r.indices, r.weights, r.valid, params, run, E, self.capacity_factor
             )
         elif mode == "ragged":
             y, stats = dispatch_lib.ragged_dispatch(
@@ -204,6 +209,25 @@ class LiquidMoE(nn.Module):
             dropped_fraction=stats.dropped_fraction,
         )
         return y.reshape(*lead, y.shape[-1]), aux
+
+    def _sharded(self, x2, r: RouterOutput, freeze, mode: str, mesh) -> tuple[jax.Array, jax.Array]:
+        """Per-device dispatch under ``mesh`` (``parallel.py``): (y [N, O], dropped fraction)."""
+        E, route = self.num_experts, (x2, r.indices, r.weights, r.valid)
+        X = parallel.expert_axis_size(mesh, self.expert_axis)
+        none_dropped = jnp.zeros((), jnp.float32)
+        if mode == "ragged" and X == 1:
+            params, run = self.experts.grouped_parts(freeze)
+            return parallel.local_ragged_dispatch(*route, params, run, E, mesh), none_dropped
+        if mode == "ragged" and self.dispatch == "ragged":  # explicit: dropless all-to-all
+            params, run = self.experts.grouped_parts(freeze)
+            y = ragged_parallel.ragged_expert_parallel_dispatch(
+                *route, params, run, E, mesh, self.expert_axis
+            )
+            return y, none_dropped
+        params, run = self.experts.batched_parts(freeze)  # "capacity", "blocked", "auto"
+        return parallel.expert_parallel_dispatch(
+            *route, params, run, E, self.capacity_factor, mesh, self.expert_axis
+        )
 
     def compute_gate_weights(
         self, x: jax.Array, controls: RoutingControls | None = None, gate_features=None

@@ -1,9 +1,9 @@
 """Sparse dispatch: run each token only through its K chosen experts.
 
 Shapes: N tokens, K top-k, P = K·N (token, choice) pairs, E experts, C capacity per expert,
-D input width, O output width.
+D input width, O output width, G rows per block and Q blocks (``"blocked"``).
 
-Two paths behind one interface (:func:`dispatch`), picked by backend or config:
+Three paths behind one interface (``LiquidMoE.dispatch``), picked by backend or config:
 
 * ``"capacity"`` (default on CPU): pairs are numbered k-major (every token's first choice
   before any second choice) and placed into a static ``[E, C, D]`` buffer at their rank within
@@ -11,13 +11,23 @@ Two paths behind one interface (:func:`dispatch`), picked by backend or config:
   brings results back. Pairs beyond an expert's capacity ``C = ceil(P/E · capacity_factor)`` are
   dropped (their weight contributes nothing) and counted in ``dropped_fraction``. Cost grows with
   K·N·capacity_factor, not with E.
+* ``"blocked"``: the capacity semantics (an expert keeps its first C pairs) with a compact
+  buffer: each expert gets only ``ceil(kept_e / G)`` blocks of G rows, at most
+  ``ceil(P / G) + E`` blocks in all, and each block runs its expert's weights (gathered per
+  block). It computes about P rows instead of E·C: the win when C is generous (the adapter's
+  factor 2.0 with 4 experts computes 2x the pairs in the capacity buffer), a loss when the
+  capacity buffer is already tight (the weight gather costs more than the rows it saves), so
+  ``"auto"`` on CPU takes it only when it saves at least a quarter of the rows
+  (:func:`prefer_blocked`).
 * ``"ragged"`` (default on GPU/TPU): pairs are sorted by expert and run with
   ``jax.lax.ragged_dot`` (a grouped matmul, megablox-style) — dropless. On the CPU backend
   ragged_dot is not a grouped kernel (about 18x slower here), hence the capacity default.
 
-With a device mesh whose expert axis is larger than 1, ``LiquidMoE`` sends the pairs to the
-devices holding their experts instead (``parallel.py``: ``shard_map`` + all-to-all), reusing
-:func:`pack` for the per-destination buffers and :func:`capacity_dispatch` on each device.
+Under a device mesh ``LiquidMoE`` dispatches per device (``parallel.py``: ``shard_map``): with
+the expert axis 1, the ragged path per device (GPU/TPU) or the capacity buffer; with an expert
+axis larger than 1 the pairs travel to the devices holding their experts, through
+per-destination capacity buffers (:func:`pack`) and a dense all-to-all, or dropless through a
+ragged all-to-all (``ragged_parallel.py``, ``dispatch="ragged"``).
 
 The compute-every-expert reference lives in ``reference.py``; tests hold every path to it.
 """
@@ -30,7 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-DISPATCH_MODES = ("auto", "capacity", "ragged", "dense")
+DISPATCH_MODES = ("auto", "capacity", "blocked", "ragged", "dense")
 
 
 class DispatchStats(NamedTuple):
@@ -52,6 +62,22 @@ def resolve_mode(mode: str) -> str:
         # plugins) it is not, or may be missing, so the capacity buffer is the safe fast path.
         return "ragged" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "capacity"
     return mode
+
+
+BLOCK_ROWS = 256
+
+
+def blocked_layout(num_pairs: int, num_experts: int, capacity: int) -> tuple[int, int]:
+    """(G rows per block, Q blocks) of the blocked buffer: Q = min(E·ceil(C/G), ceil(P/G) + E)."""
+    G = min(BLOCK_ROWS, capacity)
+    return G, min(num_experts * -(-capacity // G), -(-num_pairs // G) + num_experts)
+
+
+def prefer_blocked(num_pairs: int, num_experts: int, capacity_factor: float) -> bool:
+    """Whether the blocked buffer computes at most 3/4 of the capacity buffer's rows."""
+    C = expert_capacity(num_pairs, num_experts, capacity_factor)
+    G, Q = blocked_layout(num_pairs, num_experts, C)
+    return 0.75 * num_experts * C >= Q * G
 
 
 def expert_capacity(num_pairs: int, num_experts: int, capacity_factor: float) -> int:
@@ -144,6 +170,54 @@ def capacity_dispatch(
     y_pairs = y_pairs * jnp.where(packing.kept, w, 0.0).astype(y_buf.dtype)[:, None]
     y = y_pairs.reshape(-1, N, out).sum(axis=0)  # [K, N, O] -> [N, O]
     dropped = jnp.sum(ok & ~packing.kept) / jnp.maximum(jnp.sum(ok), 1)
+    return y, DispatchStats(routing_load(indices, valid, E), dropped.astype(jnp.float32))
+
+
+def blocked_dispatch(
+    x: jax.Array,
+    indices: jax.Array,
+    weights: jax.Array,
+    valid: jax.Array,
+    params: dict,
+    run,
+    num_experts: int,
+    capacity_factor: float,
+) -> tuple[jax.Array, DispatchStats]:
+    """Capacity semantics in a compact block buffer (see the module docstring).
+
+    Args:
+      x: [N, D] tokens; indices, weights, valid: [N, K] routing.
+      params, run: the bank's ``batched_parts``: ``run(params [Q, ...], x [Q, G, D])`` applies
+        block q's own expert (the leaves gathered per block).
+      num_experts: E; capacity_factor: C = ceil(K·N / E · capacity_factor).
+
+    Returns:
+      y [N, O] and DispatchStats; equal to :func:`capacity_dispatch` (same pairs kept).
+    """
+    N, D = x.shape
+    E = num_experts
+    expert, token, w, ok = pairs(indices, weights, valid)
+    P = expert.shape[0]
+    C = expert_capacity(P, E, capacity_factor)
+    G, Q = blocked_layout(P, E, C)
+    onehot = jax.nn.one_hot(jnp.where(ok, expert, E), E + 1, dtype=jnp.int32)  # [P, E+1]
+    rank = jnp.sum(jnp.cumsum(onehot, axis=0) * onehot, axis=-1) - 1  # [P] rank within expert
+    kept = ok & (rank < C)
+    count = jnp.minimum(jnp.sum(onehot[:, :E], axis=0), C)  # [E] kept pairs per expert
+    blocks = (count + G - 1) // G  # [E]
+    start = (jnp.cumsum(blocks) - blocks) * G  # [E] first row of each expert
+    slot = jnp.where(kept, start[jnp.minimum(expert, E - 1)] + rank, Q * G)  # [P]
+    pair_of_slot = jnp.full((Q * G + 1,), P, jnp.int32).at[slot].set(jnp.arange(P, dtype=jnp.int32))
+    token_of_slot = jnp.append(token, N)[pair_of_slot[:-1]]  # [Q·G]; N = empty slot
+    block_expert = jnp.searchsorted(jnp.cumsum(blocks), jnp.arange(Q), side="right")  # [Q]
+    block_expert = jnp.minimum(block_expert, E - 1)  # unused tail blocks: empty rows
+    x_buf = gather_rows(x, token_of_slot).reshape(Q, G, D)  # [Q, G, D]
+    y_buf = run(jax.tree.map(lambda a: a[block_expert], params), x_buf)  # [Q, G, O]
+    out = y_buf.shape[-1]
+    y_pairs = gather_rows(y_buf.reshape(Q * G, out), slot)  # [P, O]
+    y_pairs = y_pairs * jnp.where(kept, w, 0.0).astype(y_buf.dtype)[:, None]
+    y = y_pairs.reshape(-1, N, out).sum(axis=0)  # [K, N, O] -> [N, O]
+    dropped = jnp.sum(ok & ~kept) / jnp.maximum(jnp.sum(ok), 1)
     return y, DispatchStats(routing_load(indices, valid, E), dropped.astype(jnp.float32))
 
 

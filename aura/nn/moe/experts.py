@@ -15,9 +15,10 @@ kind of expert it drives:
 ``freeze`` is a bool [E] mask: a frozen expert's parameters pass through ``stop_gradient``, so
 they receive exactly zero gradient while everything else trains.
 
-``batched_parts(freeze)`` returns the same computation as ``batched`` split into its parameters
-(frozen and cast, ``[E, ...]``) and a pure function of them, so expert parallelism
-(``parallel.py``) can hand each device only its slice of the expert axis inside ``shard_map``.
+``batched_parts(freeze)`` and ``grouped_parts(freeze)`` return the same computations as
+``batched`` and ``grouped`` split into their parameters (frozen and cast, ``[E, ...]``) and a pure
+function of them, so expert parallelism (``parallel.py``) can hand each device only its slice of
+the expert axis inside ``shard_map``.
 
 With ``partition_params=True`` every parameter is boxed with its logical axis names
 (``nn.with_logical_partitioning``: ``("expert", "embed", "mlp")`` and so on) so a sharded init can
@@ -34,6 +35,8 @@ import jax.numpy as jnp
 
 Dtype = jnp.dtype
 BatchedFn = Callable[[dict, jax.Array], jax.Array]  # (params [E, ...], x [E, C, D]) -> [E, C, O]
+# (params [E, ...], x [M, D] sorted by expert, group_sizes [E]) -> [M, O]
+GroupedFn = Callable[[dict, jax.Array, jax.Array], jax.Array]
 
 
 def logical(init, names: tuple[str | None, ...], enabled: bool):
@@ -111,12 +114,21 @@ class MLPExperts(nn.Module):
         p, fn = self.batched_parts(freeze)
         return fn(p, x)
 
+    def grouped_parts(self, freeze: jax.Array | None = None) -> tuple[dict, GroupedFn]:
+        """(params [E, ...] frozen and cast, pure ``fn(params, x [M, D], sizes [E]) -> [M, O]``)."""
+        act, dtype = getattr(jax.nn, self.activation), self.dtype
+
+        def fn(p: dict, x: jax.Array, group_sizes: jax.Array) -> jax.Array:
+            x = x.astype(dtype)
+            row_expert = _row_expert(group_sizes, x.shape[0])  # [M]
+            h = jax.lax.ragged_dot(x, p["w1"], group_sizes) + p["b1"][row_expert]  # [M, F]
+            return jax.lax.ragged_dot(act(h), p["w2"], group_sizes) + p["b2"][row_expert]
+
+        return self._params(freeze), fn
+
     def grouped(self, x: jax.Array, group_sizes: jax.Array, freeze=None) -> jax.Array:
-        p = self._params(freeze)
-        x = x.astype(self.dtype)
-        row_expert = _row_expert(group_sizes, x.shape[0])  # [M]
-        h = jax.lax.ragged_dot(x, p["w1"], group_sizes) + p["b1"][row_expert]  # [M, F]
-        return jax.lax.ragged_dot(self._act(h), p["w2"], group_sizes) + p["b2"][row_expert]
+        p, fn = self.grouped_parts(freeze)
+        return fn(p, x, group_sizes)
 
     def subset(self, x: jax.Array, idx: jax.Array, freeze=None) -> jax.Array:
         p = jax.tree.map(lambda a: a[idx], self._params(freeze))  # [J, ...]
@@ -181,17 +193,26 @@ class Conv1DExperts(nn.Module):
         p, fn = self.batched_parts(freeze)
         return fn(p, x)
 
+    def grouped_parts(self, freeze: jax.Array | None = None) -> tuple[dict, GroupedFn]:
+        """(params [E, ...] frozen and cast, pure ``fn(params, x [M, D], sizes [E]) -> [M, O]``)."""
+        W, dtype = self.kernel_size, self.dtype
+
+        def fn(p: dict, x: jax.Array, group_sizes: jax.Array) -> jax.Array:
+            x = x.astype(dtype)
+            M, D = x.shape
+            row_expert = _row_expert(group_sizes, M)  # [M]
+            patches = _patches(x, W).reshape(M * D, W)  # [M·D, W]
+            h = jax.lax.ragged_dot(patches, p["conv"], group_sizes * D)  # [M·D, H]
+            h = jax.nn.gelu(h.reshape(M, D, -1) + p["conv_b"][row_expert][:, None])  # [M, D, H]
+            r = jax.lax.ragged_dot(h.reshape(M * D, -1), p["read"], group_sizes * D)  # [M·D, 1]
+            r = r.reshape(M, D) + p["read_b"][row_expert]  # [M, D]
+            return jax.lax.ragged_dot(r, p["mix"], group_sizes) + p["mix_b"][row_expert]  # [M, O]
+
+        return self._params(freeze), fn
+
     def grouped(self, x: jax.Array, group_sizes: jax.Array, freeze=None) -> jax.Array:
-        p = self._params(freeze)
-        x = x.astype(self.dtype)
-        M, D = x.shape
-        row_expert = _row_expert(group_sizes, M)  # [M]
-        patches = self._patches(x).reshape(M * D, self.kernel_size)  # [M·D, W]
-        h = jax.lax.ragged_dot(patches, p["conv"], group_sizes * D)  # [M·D, H]
-        h = jax.nn.gelu(h.reshape(M, D, -1) + p["conv_b"][row_expert][:, None])  # [M, D, H]
-        r = jax.lax.ragged_dot(h.reshape(M * D, -1), p["read"], group_sizes * D)  # [M·D, 1]
-        r = r.reshape(M, D) + p["read_b"][row_expert]  # [M, D]
-        return jax.lax.ragged_dot(r, p["mix"], group_sizes) + p["mix_b"][row_expert]  # [M, O]
+        p, fn = self.grouped_parts(freeze)
+        return fn(p, x, group_sizes)
 
     def subset(self, x: jax.Array, idx: jax.Array, freeze=None) -> jax.Array:
         p = jax.tree.map(lambda a: a[idx], self._params(freeze))  # [J, ...]

@@ -18,7 +18,11 @@ bank's stacked ``[E, ...]`` parameters over the expert axis (size X; device x ho
    gate weights (the same k-major order as the single-device dispatch).
 
 With X = 1 (data or fsdp parallelism only) there is no exchange: every device dispatches its
-own tokens to its full copy of the experts. Without this the sharded program would compute the
+own tokens to its full copy of the experts, with the capacity buffer or, in ``"ragged"`` mode
+(the GPU/TPU default), the dropless sort + ``ragged_dot`` path (:func:`local_ragged_dispatch`).
+With X > 1, ``"ragged"`` mode sends the pairs with a ragged all-to-all instead, dropless
+(``ragged_parallel.py``); ``"capacity"`` mode (and ``"auto"`` on every backend) uses the
+capacity buffers described here. Without this the sharded program would compute the
 dispatch of the whole global batch on every device (its capacity ranks are a cumulative count
 over all tokens, which XLA's partitioner gathers rather than splits): the per-device FLOPs of
 the MoE would not fall with the number of devices. Capacity is therefore per device (per expert
@@ -36,8 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from aura.nn.moe.dispatch import expert_capacity, gather_rows, pack, pairs
-from aura.nn.moe.experts import BatchedFn
+from aura.nn.moe.dispatch import expert_capacity, gather_rows, pack, pairs, ragged_dispatch
+from aura.nn.moe.experts import BatchedFn, GroupedFn
 
 
 def dispatch_mesh(
@@ -146,3 +150,37 @@ def expert_parallel_dispatch(
         check_vma=True,
     )(x, indices, weights, valid, params)
     return y, dropped.astype(jnp.float32)
+
+
+def local_ragged_dispatch(
+    x: jax.Array,
+    indices: jax.Array,
+    weights: jax.Array,
+    valid: jax.Array,
+    params: dict,
+    run: GroupedFn,
+    num_experts: int,
+    mesh: jax.sharding.AbstractMesh,
+) -> jax.Array:
+    """Dropless sort + grouped-matmul dispatch per device, every device holding all E experts.
+
+    For a mesh whose expert axis is 1 (or absent): each device sorts its own pairs and runs
+    ``ragged_dot`` on them (``dispatch.ragged_dispatch``); no exchange, nothing dropped.
+
+    Args:
+      x: [N, D] tokens (split over every mesh axis); indices, weights, valid: [N, K].
+      params: the bank's parameters ``[E, ...]`` (frozen and cast); run: ``grouped_parts``'s fn.
+      num_experts: E; mesh: the mesh.
+
+    Returns:
+      y [N, O].
+    """
+    tok = P(tuple(mesh.axis_names))
+
+    def local(x, indices, weights, valid, params):
+        grouped = lambda xs, gs: run(params, xs, gs)
+        return ragged_dispatch(x, indices, weights, valid, grouped, num_experts)[0]
+
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(tok, tok, tok, tok, P()), out_specs=tok, check_vma=True
+    )(x, indices, weights, valid, params)

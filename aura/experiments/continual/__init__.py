@@ -1,0 +1,1 @@
+"""Split-MNIST continual learning: growth, freezing and novelty gates vs fine-tuning."""

@@ -1,0 +1,1 @@
+"""Instruction pretraining of the SelfTeachingAdapter (the language path)."""

@@ -1,0 +1,1 @@
+"""The MNIST expert POC: conv stem -> phasor map -> spiking attention -> LiquidMoE (growth)."""

@@ -1,0 +1,1 @@
+"""Host-side long-term memory: episodic store (SQLite), hippocampal index, working memory."""

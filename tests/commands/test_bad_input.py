@@ -1,0 +1,141 @@
+"""Every command, a table of bad inputs: exit 2, one ``error:`` line, no traceback, nothing made.
+
+One subprocess per command runs all of its cases through the real entry point
+(``aura.build.run``), re-parsing the flags for each, and reports the exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aura.data.corpus import build_corpus
+from aura.data.tokenizer import TokenizerConfig, train_tokenizer
+from tests.commands.conftest import REPO
+
+DRIVER = r"""
+import contextlib, io, json, sys, traceback
+from absl import flags
+import aura.build
+cmd, cases = sys.argv[1], json.loads(sys.argv[2])
+out = []
+for args in cases:
+    flags.FLAGS.unparse_flags()
+    err = io.StringIO()
+    code = None
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            aura.build.run(["aura", cmd, *args])
+        except SystemExit as e:
+            code = e.code
+        except BaseException:
+            traceback.print_exc()
+            code = "exception"
+    out.append({"args": args, "code": code, "stderr": err.getvalue()})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    build_corpus(d / "corpus", max_docs=120)
+    train_tokenizer(d / "corpus" / "text", d / "tok", TokenizerConfig(vocab_size=400))
+    (d / "a_file").write_text("not a directory\n")
+    rng = np.random.default_rng(0)
+    np.savez(d / "f32.npz", images=rng.random((10, 28, 28)).astype(np.float32),
+             labels=np.zeros(10, np.int64))  # fmt: skip
+    return d
+
+
+def cases(d) -> dict[str, list[tuple[list[str], str]]]:
+    jsonl, spm, f = f"--jsonl={d}/corpus/instruct.jsonl", f"--spm_model={d}/tok/spiece.model", d
+    lm = [jsonl, spm, f"--ckpt_out={d}/lm", "--config", f"{REPO}/configs/pretrain.py:tiny"]
+    return {
+        "mnist": [
+            (["--epochs=0"], "epochs=0 must be >= 1"),
+            (["--batch_size=-1"], "batch_size=-1 must be >= 1"),
+            (["--expert_kind=foo"], "--expert_kind"),
+            (["--top_k=9"], "top_k=9 must be in [1, num_experts=6]"),
+            (["--data=/nope/d.npz"], "/nope/d.npz"),
+            ([f"--data={f}/f32.npz"], "expected uint8"),
+            (["--config=/nope/cfg.py"], "/nope/cfg.py"),
+            ([f"--config={REPO}/configs/mnist.py:huge"], "unknown preset 'huge'"),
+            (["--epochs=1", f"--workdir={f}/a_file"], "a_file"),
+            (["stray"], "unexpected arguments ['stray']"),
+            (["--nope=1"], "nope"),
+        ],
+        "continual": [
+            (["--scenario=online"], "should be one of <class|task|domain>"),
+            (["--epochs_per_task=0"], "epochs_per_task = 0 must be >= 1"),
+            (["--data=/nope/d.npz"], "/nope/d.npz"),
+        ],
+        "pretrain": [
+            ([*lm, "--steps=0"], "--steps=0 must be >= 1"),
+            ([*lm, "--batch_size=0"], "--batch_size=0 must be >= 1"),
+            ([*lm, "--accumulate_steps=0"], "--accumulate_steps=0 must be >= 1"),
+            ([*lm, "--max_len=0"], "--max_len=0 must be >= 8"),
+            ([*lm, "--lr=-1"], "--lr=-1.0 must be > 0"),
+            ([*lm, "--dtype=f16"], "--dtype"),
+            ([*lm[1:], "--jsonl=/nope/x.jsonl"], "/nope/x.jsonl"),
+            ([*lm[:1], *lm[2:], "--spm_model=/nope/m.model"], "/nope/m.model"),
+            ([*lm[:2], f"--ckpt_out={f}/a_file", *lm[3:]], "a_file"),
+            ([*lm[:3], "--config", f"{REPO}/configs/pretrain.py:huge"], "unknown preset"),
+        ],
+        "chat": [
+            (["--top_k=-5", "--prompt=x"], "--top_k=-5 must be >= 0"),
+            (["--top_p=2", "--prompt=x"], "--top_p=2.0 must be in (0, 1]"),
+            (["--top_p=0", "--prompt=x"], "--top_p=0.0 must be in (0, 1]"),
+            (["--temperature=-1", "--prompt=x"], "--temperature=-1.0 must be >= 0"),
+            (["--gen_len=0", "--prompt=x"], "--gen_len=0 must be >= 1"),
+            ([f"--ckpt={f}/none", "--prompt=x"], "no checkpoint"),
+            (["Explain json"], "unexpected arguments"),
+        ],
+        "tokenizer": [
+            ([f"--input_dir={f}/corpus/text", f"--out_dir={f}/a_file"], "a_file"),
+            (["--input_dir=/nope", f"--out_dir={f}/tok2"], "/nope"),
+        ],
+        "corpus": [([f"--out_dir={f}/a_file", "--max_docs=5"], "a_file")],
+        "inspect": [
+            ([f"--ckpt_root={f}/none"], "does not exist"),
+            ([f"--ckpt_root={f}", "--zone=cortex"], "unknown zone 'cortex'"),
+        ],
+        "pretrain_zones": [
+            ([f"--ckpt_root={f}/z", "--zones=cortex"], "unknown zone 'cortex'"),
+            (
+                [
+                    f"--ckpt_root={f}/z",
+                    "--zones=language",
+                    spm,
+                    f"--json_dir={f}/corpus",
+                    "--steps=0",
+                ],
+                "--steps=0 must be >= 1",
+            ),  # fmt: skip
+            ([f"--ckpt_root={f}/z", "--joint_epochs=-1"], "--joint_epochs=-1 must be >= 0"),
+        ],
+        "demo": [(["stray"], "unexpected arguments")],
+    }
+
+
+@pytest.mark.parametrize("cmd", ["mnist", "continual", "pretrain", "chat", "tokenizer", "corpus",
+                                 "inspect", "pretrain_zones", "demo"])  # fmt: skip
+def test_bad_input_is_one_error_line_and_exit_2(files, cmd):
+    table = cases(files)[cmd]
+    before = sorted(p.name for p in files.iterdir())
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, cmd, json.dumps([a for a, _ in table])],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (args, needle), res in zip(table, results, strict=True):
+        lines = [line for line in res["stderr"].splitlines() if line.strip()]
+        assert res["code"] == 2, (args, res)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, res["stderr"])
+        assert needle in lines[0], (args, needle, lines[0])
+    assert sorted(p.name for p in files.iterdir()) == before  # nothing created
