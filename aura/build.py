@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("aura.commands.chat", "generate with a trained adapter (recurrent, streaming)"),
     "pretrain_zones": ("aura.commands.pretrain_zones", "train or collect every brain zone"),
     "inspect": ("aura.commands.inspect", "table of the zones and experts under a checkpoint root"),
+    "moca": ("aura.commands.moca", "MOCA-Net: token router + slot memory + budget (copy, text)"),
+    "classify": ("aura.commands.classify", "predict labels with a trained MOCA text classifier"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

@@ -59,8 +59,9 @@ def make_optimizer(lr: float, warmup: int, total_steps: int, clip: float, weight
             f"optimizer settings lr={lr}, warmup={warmup}, steps={total_steps}, clip={clip}: "
             "need lr > 0, warmup >= 0, steps >= 1, clip > 0"
         )
+    warmup = max(warmup, 1)
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=lr / 10
+        0.0, lr, warmup, max(total_steps, warmup + 1), end_value=lr / 10
     )
     return optax.chain(
         optax.clip_by_global_norm(clip), optax.adamw(schedule, weight_decay=weight_decay)
