@@ -24,14 +24,13 @@ with one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ml_collections import config_flags  # noqa: E402
 
 from aura.experiments.moca.experiment import RunConfig, train  # noqa: E402
 
@@ -40,7 +39,9 @@ VARIANTS = ("full", "no_memory", "one_expert", "dense", "half")
 
 def _load(spec: str):
     path, _, preset = spec.partition(":")
-    module = config_flags.config_flags._LoadConfigModule("moca_preset", path)  # noqa: SLF001
+    spec_ = importlib.util.spec_from_file_location("moca_preset", path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
     return module.get_config(preset or "default")
 
 
