@@ -30,7 +30,8 @@ import ml_collections
 import numpy as np
 
 from aura.experiments.moca import copy_task, steps, textcls
-from aura.models.moca import MocaNet, validate_config
+from aura.experiments.moca.plots import plot_run
+from aura.models.moca import MocaNet, summarize, validate_config
 from aura.nn.moe import RoutingControls
 from aura.train import loop
 from aura.train.metrics import format_line
@@ -143,13 +144,33 @@ class MocaExperiment(loop.Experiment):
         record = {k: train[k] for k in ("loss", "task_loss", "compute") if k in train}
         if self.cfg.task == "copy":
             record.update(self.evaluate_copy(state.params))
+            tokens = self.copy_eval_batch(self.spec.max_len)["tokens"]
         else:
             record.update(self.evaluate_text(state.params))
+            tokens = self.text.eval_tokens[: self.cfg.config.batch_size]
+        record.update(self.usage(state.params, tokens))
+        plot_run([*self.history, record], os.path.join(self.cfg.workdir, "moca.png"),
+                 float(self.cfg.config.loss.budget))  # fmt: skip
         return record
+
+    def usage(self, params, tokens: np.ndarray) -> dict[str, list[float]]:
+        """Share of the expert and slot activations per expert/slot on ``tokens`` [B, T]."""
+        if not hasattr(self, "_usage"):
+            model, controls = self.model, self.controls
+
+            def loads(p, t):
+                s = summarize(model.apply({"params": p}, t, None, controls, t != 0)[2])
+                return s["expert_load"], s.get("slot_load", jnp.zeros((0,)))
+
+            self._usage = jax.jit(loads)
+        e, s = jax.device_get(self._usage(params, tokens))
+        return {"expert_load": np.round(e, 4).tolist(), "slot_load": np.round(s, 4).tolist()}
 
     def format_record(self, record: dict) -> str:
         flat = {}
         for k, v in record.items():
+            if k in ("expert_load", "slot_load"):
+                continue
             if isinstance(v, dict):
                 flat.update({f"{k}@{n}": x for n, x in v.items()})
             else:

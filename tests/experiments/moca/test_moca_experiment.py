@@ -14,6 +14,7 @@ from aura.commands.classify import interactive
 from aura.configs import moca as presets
 from aura.experiments.moca import copy_task
 from aura.experiments.moca.experiment import RunConfig, task_model
+from aura.experiments.moca.plots import plot_run
 from tests.commands.conftest import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -104,3 +105,15 @@ def test_ablation_tool_prints_a_table_and_json(tmp_path):
     assert [r["variant"] for r in rows] == ["full", "no_memory", "budget=1"]
     assert "variant | tok@6" in proc.stdout
     assert len(json.loads(out.read_text())["rows"]) == 3
+
+
+def test_plot_run_writes_a_png(tmp_path):
+    hist = [
+        {"step": s, "token_acc": {"20": a, "40": a / 2}, "seq_acc": {"20": a, "40": 0.0},
+         "compute_used": 0.375, "expert_load": [0.25] * 4, "slot_load": [1 / 64] * 64}
+        for s, a in ((100, 0.5), (200, 1.0))
+    ]  # fmt: skip
+    plot_run(hist, str(tmp_path / "moca.png"), 0.3)
+    assert (tmp_path / "moca.png").read_bytes()[:4] == b"\x89PNG"
+    plot_run([], str(tmp_path / "none.png"), 0.3)
+    assert not (tmp_path / "none.png").exists()
