@@ -2,6 +2,7 @@
 
     python tools/ablate_moca.py [--steps 600] [--variants full,no_memory,one_expert,dense,half]
         [--budget_weights 0,0.5,2] [--config configs/moca.py:default] [--json ablate_moca.json]
+        [--jobs 4]
 
 Trains the same preset once per variant (``aura.experiments.moca.experiment.train`` in a
 temporary workdir, the copy task) and prints one table: per-token and per-sequence accuracy at
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +80,26 @@ def run_variant(base, name: str, steps: int) -> dict:
             "summary": r}  # fmt: skip
 
 
+def run_parallel(args, names: list[str]) -> list[dict]:
+    """Each variant in its own process (``--jobs`` at a time); rows in ``names`` order."""
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pending, running = list(enumerate(names)), []
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                i, name = pending.pop(0)
+                out = f"{tmp}/{i}.json"
+                cmd = [sys.executable, __file__, "--config", args.config, "--steps",
+                       str(args.steps), "--budget_weights", "", "--variants", name, "--jobs", "1",
+                       "--json", out]  # fmt: skip
+                running.append((name, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL)))
+            name, out, proc = running.pop(0)
+            if proc.wait() != 0:
+                raise SystemExit(f"variant {name} failed (exit {proc.returncode})")
+            rows[name] = json.loads(Path(out).read_text())["rows"][0]
+    return [rows[n] for n in names]
+
+
 def table(rows: list[dict]) -> str:
     lengths = list(rows[0]["token_acc"])
     head = ["variant"] + [f"tok@{n}" for n in lengths] + [f"seq@{n}" for n in lengths]
@@ -98,12 +120,15 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--budget_weights", default="0,0.5,2", help="budget sweep ('' for none)")
     p.add_argument("--json", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="variants trained at once (processes)")
     args = p.parse_args()
     base = _load(args.config)
     names = [v for v in args.variants.split(",") if v]
     names += [f"budget={w}" for w in args.budget_weights.split(",") if w]
     rows = []
-    for name in names:
+    if args.jobs > 1:
+        rows = run_parallel(args, names)
+    for name in names if args.jobs <= 1 else ():
         rows.append(run_variant(base, name, args.steps))
         print(f"{name}: {json.dumps({k: v for k, v in rows[-1].items() if k != 'summary'})}",
               file=sys.stderr, flush=True)  # fmt: skip

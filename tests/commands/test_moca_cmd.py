@@ -4,6 +4,10 @@ config names the leaf. Their bad-input rows are in ``test_bad_input.py``."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +78,28 @@ def test_textcls_then_classify(tmp_path):
     info["model"]["dim"] = 48
     (work / "classifier.json").write_text(json.dumps(info))
     assert_user_error(aura("classify", f"--ckpt={work}", "--text=x"), "embed")
+
+
+@pytest.mark.slow  # three processes
+def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run(tmp_path):
+    args = [sys.executable, "-m", "aura.build", "moca", "--task=copy", *TINY, "--steps=30",
+            "--eval_every=10"]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    pipes = dict(cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    whole = subprocess.Popen([*args, f"--workdir={tmp_path / 'a'}"], **pipes)
+    cut = subprocess.Popen([*args, f"--workdir={tmp_path / 'b'}"], **pipes)
+    for line in cut.stdout:  # the first evaluation is saved: stop mid-run
+        if line.startswith("step 10 "):
+            cut.send_signal(signal.SIGTERM)
+            break
+    out, err = cut.communicate(timeout=600)
+    assert cut.returncode == 0, err[-2000:]
+    stopped = _last_json(out)
+    assert stopped["interrupted"] and 10 <= stopped["steps"] < 30
+    resumed = aura("moca", "--task=copy", *TINY, "--steps=30", "--eval_every=10",
+                   f"--workdir={tmp_path / 'b'}")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, _ = whole.communicate(timeout=600)
+    a, b = _last_json(full), _last_json(resumed.stdout)
+    assert b["start_step"] == stopped["steps"] and b["steps"] == 30
+    assert (a["token_acc"], a["seq_acc"]) == (b["token_acc"], b["seq_acc"])
