@@ -1,7 +1,8 @@
 """``python -m aura.build moca``: MOCA-Net (token router, slot memory, compute budget).
 
 Trains on the NTM-style copy task (``--task copy``: per-token and per-sequence accuracy at the
-training lengths and at longer ones) or on labelled text (``--task textcls``: ``--data`` JSONL
+training lengths and at longer ones; ``--task copy_original``: the original MOCA-Net copy
+definition, reported beside its ceiling) or on labelled text (``--task textcls``: ``--data`` JSONL
 with {"text", "label"}, ``corpus:stdlib`` (the embedded default) or ``tfds:glue/sst2``; accuracy
 and macro-F1 beside a TF-IDF + logistic-regression baseline on the same split). Resumable
 (rerun the same command), SIGTERM-safe; ends with one JSON line, also written to

@@ -37,7 +37,8 @@ from aura.train import loop
 from aura.train.metrics import format_line
 
 CLASSIFIER_FILE, IDF_FILE = "classifier.json", "log_idf.npy"
-TASKS = ("copy", "textcls")
+TASKS = ("copy", "copy_original", "textcls")
+COPY_KEYS = ("tokens", "targets", "loss_mask", "offsets")
 
 
 @dataclasses.dataclass
@@ -85,6 +86,12 @@ def task_model(c: ml_collections.ConfigDict, task: str, vocab_size: int = 0, num
     if task == "copy":
         m.vocab_size, m.num_classes = copy_spec(c).vocab_size, 0
         m.separator_ids = (copy_task.DELIM,)
+    elif task == "copy_original":
+        m.vocab_size, m.num_classes, m.separator_ids = (
+            copy_task.OriginalCopySpec().vocab_size,
+            0,
+            (),
+        )
     else:
         m.vocab_size, m.num_classes, m.separator_ids = vocab_size, num_labels, ()
     validate_config(m)
@@ -111,6 +118,10 @@ class MocaExperiment(loop.Experiment):
             self.spec = copy_spec(c)
             self.model_cfg = task_model(c, "copy")
             self.seq_len = self.spec.seq_len()
+        elif cfg.task == "copy_original":
+            self.orig = copy_task.OriginalCopySpec()
+            self.model_cfg = task_model(c, cfg.task)
+            self.seq_len = self.orig.seq_len
         else:
             self.text = textcls.prepare_text_task(
                 cfg.data or c.text.data, cfg.workdir, eval_data=cfg.eval_data,
@@ -122,8 +133,9 @@ class MocaExperiment(loop.Experiment):
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
         self.optimizer = steps.make_optimizer(c.lr, c.warmup, c.steps, c.clip, c.weight_decay)
-        self.train_step = steps.build_train_step(self.model, self.optimizer, c.loss, cfg.task)
-        self._eval = jax.jit(steps.build_eval_step(self.model, c.loss, cfg.task))
+        loss = "textcls" if cfg.task == "textcls" else "copy"
+        self.train_step = steps.build_train_step(self.model, self.optimizer, c.loss, loss)
+        self._eval = jax.jit(steps.build_eval_step(self.model, c.loss, loss))
         self._baseline: dict | None = None
 
     # -- the loop's contract -------------------------------------------------------------------
@@ -135,7 +147,11 @@ class MocaExperiment(loop.Experiment):
         c = self.cfg.config
         if self.cfg.task == "copy":
             b = copy_task.copy_batch_at(self.spec, c.seed, step, c.batch_size)
-            data = {k: b[k] for k in ("tokens", "targets", "loss_mask", "offsets")}
+            data = {k: b[k] for k in COPY_KEYS}
+        elif self.cfg.task == "copy_original":
+            b = copy_task.original_copy_batch(np.random.default_rng([c.seed, step]), self.orig,
+                                              c.batch_size)  # fmt: skip
+            data = {k: b[k] for k in COPY_KEYS}
         else:
             data = self.text.batch(step, c.batch_size, c.seed, c.text.word_dropout)
         return data, self.controls
@@ -145,12 +161,20 @@ class MocaExperiment(loop.Experiment):
         if self.cfg.task == "copy":
             record.update(self.evaluate_copy(state.params))
             tokens = self.copy_eval_batch(self.spec.max_len)["tokens"]
+        elif self.cfg.task == "copy_original":
+            b = self.original_eval_batch()
+            m = jax.device_get(self._eval(state.params, b, self.controls))
+            acc = {"token_acc": {"orig": float(m["token_acc"])}}
+            record.update(
+                acc, seq_acc={"orig": float(m["seq_acc"])}, compute_used=float(m["compute"])
+            )
+            tokens = b["tokens"]
         else:
             record.update(self.evaluate_text(state.params))
             tokens = self.text.eval_tokens[: self.cfg.config.batch_size]
         record.update(self.usage(state.params, tokens))
-        plot_run([*self.history, record], os.path.join(self.cfg.workdir, "moca.png"),
-                 float(self.cfg.config.loss.budget))  # fmt: skip
+        png = os.path.join(self.cfg.workdir, "moca.png")
+        plot_run([*self.history, {"step": step, **record}], png, self.cfg.config.loss.budget)
         return record
 
     def usage(self, params, tokens: np.ndarray) -> dict[str, list[float]]:
@@ -186,8 +210,10 @@ class MocaExperiment(loop.Experiment):
         last = history[-1] if history else {}
         out = {"task": self.cfg.task, "budget": float(self.cfg.config.loss.budget),
                "compute_used": last.get("compute_used")}  # fmt: skip
-        if self.cfg.task == "copy":
+        if self.cfg.task.startswith("copy"):
             out.update(token_acc=last.get("token_acc"), seq_acc=last.get("seq_acc"))
+            if self.cfg.task == "copy_original":  # the best any model can do on it
+                out["ceiling"] = copy_task.original_copy_ceiling(self.orig, 2000, 0)
             return out
         base = self.baseline()
         out.update(
@@ -201,6 +227,12 @@ class MocaExperiment(loop.Experiment):
         return out
 
     # -- evaluation ----------------------------------------------------------------------------
+    def original_eval_batch(self) -> dict[str, np.ndarray]:
+        c = self.cfg.config
+        rng = np.random.default_rng([c.seed, 1_000_003, 1])
+        b = copy_task.original_copy_batch(rng, self.orig, c.copy.eval_size)
+        return {k: b[k] for k in COPY_KEYS}
+
     def copy_eval_lengths(self) -> list[int]:
         longer = [n for n in self.cfg.config.copy.eval_lengths if n > self.spec.max_len]
         return [self.spec.max_len, *longer]
@@ -213,7 +245,7 @@ class MocaExperiment(loop.Experiment):
             b = copy_task.copy_batch(rng, self.spec, c.copy.eval_size, offsets=False)
         else:
             b = copy_task.copy_eval_batch(self.spec, c.seed, length, c.copy.eval_size)
-        return {k: b[k] for k in ("tokens", "targets", "loss_mask", "offsets")}
+        return {k: b[k] for k in COPY_KEYS}
 
     def evaluate_copy(self, params) -> dict[str, Any]:
         tok, seq, used = {}, {}, None
