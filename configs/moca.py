@@ -1,7 +1,8 @@
 """Presets for ``python -m aura.build moca [--config configs/moca.py:<preset>]``.
 
     default  the original MOCA-Net sizes: embedding 128, 4 experts (top-2), 64 slots (top-16),
-             temperature 1.0, batch 64, lr 1e-3 with warmup 200, clip 1.0
+             temperature 1.0, batch 64, lr 1e-3 with warmup 200, clip 1.0; 100 steps (copy is
+             learned by then: the LR is still warming up, so longer runs match it to step 100)
     tiny     a few-second smoke run (tests)
 
     python -m aura.build moca --task copy --workdir runs/moca_copy --metrics_out copy.json
@@ -21,7 +22,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = moca_config()
     c.loss = loss_config()
-    c.steps, c.batch_size, c.seed = 300, 64, 0
+    c.steps, c.batch_size, c.seed = 100, 64, 0
     c.lr, c.warmup, c.clip, c.weight_decay = 1e-3, 200, 1.0, 0.01
     c.eval_every, c.log_every = 100, 50
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "expert": 1})
