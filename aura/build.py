@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cortex": ("aura.commands.cortex", "two-phase QA: Hopfield memory routing, then MoE reasoning"),
     "mixtures": ("aura.commands.mixtures", "fit a GMM / HMM / mmm on a file or the digits"),
     "cerebrum": ("aura.commands.cerebrum", "Cerebrum: experts spawned on a regime-change stream"),
+    "moca": ("aura.commands.moca", "MOCA-Net: token router + slot memory + budget (copy, text)"),
+    "classify": ("aura.commands.classify", "predict labels with a trained MOCA text classifier"),
 }
 HELP_FLAGS = ("--help", "-h", "--helpfull", "-?", "--helpshort")
 

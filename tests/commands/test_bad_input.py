@@ -27,6 +27,7 @@ def files(tmp_path_factory):
     (d / "bad_qa.jsonl").write_text(
         '{"id": "1", "context": "A text.", "question": "Q?"}\n{not json\n'
     )
+    (d / "bad.jsonl").write_text('{"text": "fine", "label": "a"}\n{"text": "cut", "label": \n')
     rng = np.random.default_rng(0)
     np.savez(d / "f32.npz", images=rng.random((10, 28, 28)).astype(np.float32),
              labels=np.zeros(10, np.int64))  # fmt: skip
@@ -120,12 +121,25 @@ def cases(d) -> dict[str, list[tuple[list[str], str]]]:
                 f"{f}/bad_qa.jsonl:1",
             ),
         ],
+        "moca": [
+            (["--steps=0"], "steps=0 must be >= 1"),
+            (["--task=textcls", f"--data={f}/bad.jsonl", f"--workdir={f}/m"], f"{f}/bad.jsonl:2"),
+            (["--task=textcls", f"--data={f}/gone.jsonl", f"--workdir={f}/m"], "gone.jsonl"),
+            (["--task=sort"], "--task"),
+            (["--top_k=9"], "top_k = 9"),
+        ],
+        "classify": [
+            ([], "--ckpt is required"),
+            ([f"--ckpt={f}/none", "--text=x"], "none"),
+            ([f"--ckpt={f}", "--text=x"], "classifier.json"),
+            ([f"--ckpt={f}", "--text= "], "--text is empty"),
+        ],
     }
 
 
 @pytest.mark.parametrize("cmd", ["mnist", "continual", "pretrain", "chat", "tokenizer", "corpus",
                                  "inspect", "pretrain_zones", "demo", "memory_eval",
-                                 "cortex"])  # fmt: skip
+                                 "cortex", "moca", "classify"])  # fmt: skip
 def test_bad_input_is_one_error_line_and_exit_2(files, cmd):
     table = cases(files)[cmd]
     before = sorted(p.name for p in files.iterdir())

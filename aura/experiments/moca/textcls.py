@@ -1,0 +1,226 @@
+"""Text classification wiring: sources -> split -> tokenizer -> padded arrays -> batches, eval.
+
+Shapes: N examples, T tokens (``max_len``), L labels, B batch.
+
+:func:`prepare_text_task` turns a data source (see ``text_data``) into a :class:`TextTask`:
+the split (an eval source, else 80/20), the validated label vocabulary, the SentencePiece
+tokenizer (``tokenizer`` given, else the one already in ``<workdir>/tokenizer`` from an earlier
+run of the same workdir, else one trained on the training texts only and saved there) and the
+token arrays. ``TextTask.batch(step)`` is a pure function of the step; ``eval_batches`` covers
+the eval split once with padding rows of weight 0. :func:`evaluate_text` reports accuracy
+and macro-F1; :func:`predict_proba` is what a ``classify`` command calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from aura.data.errors import DataError
+from aura.data.tokenizer import MODEL_FILE, TokenizerConfig, load_tokenizer, train_tokenizer
+from aura.experiments.moca import text_data
+from aura.experiments.moca.metrics import accuracy, macro_f1, tfidf_baseline
+
+
+@dataclasses.dataclass
+class TextTask:
+    """A prepared classification task (arrays on the host)."""
+
+    label_names: list[str]
+    train: text_data.LabelledTexts
+    eval: text_data.LabelledTexts
+    train_tokens: np.ndarray  # int32 [N, T]
+    train_labels: np.ndarray  # int32 [N]
+    eval_tokens: np.ndarray
+    eval_labels: np.ndarray
+    tokenizer_path: str
+    vocab_size: int
+    log_idf: np.ndarray  # f32 [V] from the training split (the classifier's pooling prior)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def batch(
+        self, step: int, batch_size: int, seed: int = 0, word_dropout: float = 0.0
+    ) -> dict[str, np.ndarray]:
+        """Training batch ``step`` (pure function of ``(seed, step)``).
+
+        ``word_dropout`` replaces that share of the real tokens by padding (augmentation; the
+        pooling mask leaves them out), drawn from ``(seed, step)`` too.
+        """
+        idx = text_data.batch_indices(len(self.train_labels), batch_size, seed, step)
+        tokens = self.train_tokens[idx]
+        if word_dropout > 0:
+            drop = np.random.default_rng([seed, step, 11]).random(tokens.shape) < word_dropout
+            tokens = np.where(drop, 0, tokens)
+        return {
+            "tokens": tokens,
+            "labels": self.train_labels[idx],
+            "weight": np.ones(len(idx), np.float32),
+            "pool_bias": self.log_idf[tokens],
+        }
+
+    def eval_batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
+        """The eval split in order, the last batch padded with weight-0 rows."""
+        batches = _padded_batches(self.eval_tokens, self.eval_labels, batch_size)
+        for b in batches:
+            b["pool_bias"] = self.log_idf[b["tokens"]]
+        return batches
+
+    def baseline(self, seed: int = 0) -> dict[str, float] | None:
+        """TF-IDF + logistic regression on the same split (None without scikit-learn)."""
+        return tfidf_baseline(
+            self.train.texts,
+            self.train_labels,
+            self.eval.texts,
+            self.eval_labels,
+            self.num_labels,
+            seed,
+        )
+
+
+def _padded_batches(tokens, labels, batch_size):
+    out = []
+    for start in range(0, len(labels), batch_size):
+        t, y = tokens[start : start + batch_size], labels[start : start + batch_size]
+        n = len(y)
+        pad = batch_size - n
+        out.append(
+            {
+                "tokens": np.pad(t, ((0, pad), (0, 0))),
+                "labels": np.pad(y, (0, pad)),
+                "weight": np.pad(np.ones(n, np.float32), (0, pad)),
+            }
+        )
+    return out
+
+
+def log_idf(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Smoothed log inverse document frequency per token id, ``log(log((1+N)/(1+df)) + 1)``.
+
+    The weight is scikit-learn's smoothed idf (what the TF-IDF baseline uses); its log is a
+    pooling-score bias, so pooling weights are proportional to idf. Pad (id 0) gets 0.
+    """
+    N = len(tokens)
+    df = np.zeros(vocab_size, np.int64)
+    for row in tokens:
+        df[np.unique(row[row > 0])] += 1
+    out = np.log(np.log((1.0 + N) / (1.0 + df)) + 1.0).astype(np.float32)
+    out[0] = 0.0
+    return out
+
+
+def tokenizer_for(train_texts, workdir: str, tokenizer: str | None = None, vocab_size: int = 4000):
+    """The tokenizer to use: given, else ``<workdir>/tokenizer``, else trained there.
+
+    Training reads the training texts only (one text per line) and writes atomically
+    (``aura.data.tokenizer.train_tokenizer``).
+
+    Returns:
+      (SentencePieceProcessor, path of its model file).
+    """
+    if tokenizer:
+        sp = load_tokenizer(tokenizer)
+        path = os.path.join(tokenizer, MODEL_FILE) if os.path.isdir(tokenizer) else tokenizer
+        return sp, os.fspath(path)
+    out_dir = os.path.join(workdir, "tokenizer")
+    model_path = os.path.join(out_dir, MODEL_FILE)
+    if not os.path.isfile(model_path):
+        os.makedirs(out_dir, exist_ok=True)
+        text_path = os.path.join(out_dir, "train_texts.txt")
+        tmp = text_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for t in train_texts:
+                f.write(" ".join(t.split()) + "\n")
+        os.replace(tmp, text_path)
+        cfg = TokenizerConfig(vocab_size=vocab_size, hard_vocab_limit=False, num_threads=1)
+        train_tokenizer(text_path, out_dir, cfg)
+    return load_tokenizer(model_path), model_path
+
+
+def prepare_text_task(
+    data: str,
+    workdir: str,
+    *,
+    eval_data: str | None = None,
+    tokenizer: str | None = None,
+    max_len: int = 128,
+    vocab_size: int = 4000,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    _tfds_module=None,
+) -> TextTask:
+    """Loads, splits, validates and tokenises a classification source.
+
+    Args:
+      data: a JSONL path, ``corpus:stdlib[:SKIP]`` or ``tfds:NAME[:SPLIT]``.
+      workdir: run directory (the tokenizer is kept in ``<workdir>/tokenizer``).
+      eval_data: an eval source; default: ``eval_fraction`` of ``data`` (for ``tfds:``
+        sources without it, the ``validation`` split).
+      tokenizer: a SentencePiece model (file or directory); default: trained on the split.
+      max_len: tokens per text (longer texts are cut).
+      vocab_size: pieces for a newly trained tokenizer.
+      eval_fraction: the held-out share when no eval source is given.
+      seed: split seed.
+
+    Raises:
+      DataError: bad files or records, unknown eval labels, too few labels.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len = {max_len} must be >= 1")
+    train = text_data.load_text_source(data, _tfds_module=_tfds_module)
+    if eval_data is None and data.startswith(text_data.TFDS_PREFIX) and data.count(":") == 1:
+        eval_data = data  # tfds:NAME -> the validation split
+    if eval_data is not None:
+        evals = text_data.load_text_source(eval_data, eval_split=True, _tfds_module=_tfds_module)
+    else:
+        train, evals = text_data.split_train_eval(train, eval_fraction, seed)
+    names = text_data.label_ids(train, evals)
+    sp, path = tokenizer_for(train.texts, workdir, tokenizer, vocab_size)
+    train_tokens = text_data.encode_texts(sp, train.texts, max_len)
+    return TextTask(
+        label_names=names,
+        train=train,
+        eval=evals,
+        train_tokens=train_tokens,
+        train_labels=text_data.encode_labels(train, names),
+        eval_tokens=text_data.encode_texts(sp, evals.texts, max_len),
+        eval_labels=text_data.encode_labels(evals, names),
+        tokenizer_path=path,
+        vocab_size=sp.get_piece_size(),
+        log_idf=log_idf(train_tokens, sp.get_piece_size()),
+    )
+
+
+def predict_proba(
+    logits_fn, params, tokens: np.ndarray, log_idf: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """Class probabilities f32 [N, L] for token arrays [N, T].
+
+    ``logits_fn(params, tokens [B, T], pool_bias [B, T]) -> [B, L]`` (jitted by the caller);
+    ``log_idf`` is the run's pooling prior (:func:`log_idf` of its training split).
+    """
+    out = []
+    for start in range(0, len(tokens), batch_size):
+        chunk = tokens[start : start + batch_size]
+        n = len(chunk)
+        chunk = np.pad(chunk, ((0, batch_size - n), (0, 0)))  # one compiled shape
+        logits = logits_fn(params, chunk, log_idf[chunk])
+        out.append(np.asarray(jax.nn.softmax(logits, axis=-1))[:n])
+    if not out:
+        raise DataError("nothing to classify: no texts given")
+    return np.concatenate(out)
+
+
+def evaluate_text(logits_fn, params, task: TextTask, batch_size: int = 64) -> dict[str, float]:
+    """Accuracy and macro-F1 of the model on the eval split."""
+    probs = predict_proba(logits_fn, params, task.eval_tokens, task.log_idf, batch_size)
+    preds = probs.argmax(-1)
+    return {
+        "accuracy": accuracy(task.eval_labels, preds),
+        "macro_f1": macro_f1(task.eval_labels, preds, task.num_labels),
+    }
