@@ -302,12 +302,6 @@ def test_budget_loss_is_a_hinge():
     assert float(budget_loss(jnp.array(0.5), 0.3)) == pytest.approx(0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue 13): the top-2 layer with min_ratio=1 and a top-1 layer give "
-    "different outputs (max |diff| 1.37 with dense and capacity dispatch, nothing dropped): "
-    "the gate weight of the expert that runs is normalised differently; the counts are right",
-)
 def test_expert_min_ratio_runs_fewer_experts():
     x = jax.random.normal(jax.random.key(0), (2, 5, 16))
     full = _layer(top_k=2, expert_min_ratio=0.0)

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from aura.nn.moca.budget import RoutingStats, routing_stats
 from aura.nn.moca.memory import MemoryState, SlotMemory
 from aura.nn.moca.position import ContextualCounters, CounterState, location_addresses
-from aura.nn.moca.routing import Selection, select_from_probs, select_top_k
+from aura.nn.moca.routing import Selection, active_mask, select_from_probs, select_top_k
 from aura.nn.moe import LiquidMoE, RoutingControls
 from aura.nn.moe.router import NEG_INF
 
@@ -164,10 +164,10 @@ class MocaLayer(nn.Module):
             probs, self.top_k, min_ratio=self.expert_min_ratio, sharpness=self.sharpness
         )
         if self.expert_min_ratio > 0:
-            # Skipped candidates get a NEG_INF logit bias: probability exactly 0, never
-            # dispatched, and the gate renormalises over the experts that run.
-            onehot = jax.nn.one_hot(sel.indices, self.num_experts)  # [N, K, E]
-            skip = jnp.einsum("nke,nk->ne", onehot, (~sel.active).astype(jnp.float32)) > 0
+            # Every expert but the active candidates gets a NEG_INF logit bias: probability
+            # exactly 0, and the gate renormalises over the experts that run. (Masking only the
+            # skipped candidates would let the MoE's own top-k pick the next-best expert.)
+            skip = ~active_mask(sel)  # [N, E]
             bias = jnp.broadcast_to(controls.bias, skip.shape) + jnp.where(skip, NEG_INF, 0.0)
             controls = controls.replace(bias=bias)
         y, moe_aux = self.moe(zn, controls, gate_features=u)
