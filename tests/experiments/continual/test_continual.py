@@ -94,6 +94,7 @@ def test_earlier_experts_are_bit_identical_after_later_tasks(class_run):
         assert not np.any(np.asarray(leaf))
 
 
+@pytest.mark.slow  # >= 15 s on 2 cores; make test-all runs it
 def test_freeze_check_catches_a_moving_frozen_expert(data, tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, weight_decay=0.1, pairs=((0, 1), (2, 3)))
     run_one(cfg, data, tmp_path / "ok")

@@ -67,7 +67,7 @@ def data():
 
 slow = pytest.mark.slow  # 30-110 s each on the shared 2 cores (compiling the gradient)
 IMPLS = [
-    pytest.param(dict(wkv_impl="scan"), id="scan"),
+    pytest.param(dict(wkv_impl="scan"), id="scan", marks=slow),  # nn: test_packed_resets.py
     pytest.param(dict(wkv_impl="assoc"), id="assoc", marks=slow),
     pytest.param(dict(wkv_impl="chunked", wkv_chunk=8), id="chunked", marks=slow),
     pytest.param(dict(lang_backend="lif"), id="lif", marks=slow),

@@ -106,6 +106,7 @@ def zones_run(tmp_path_factory):
     return root, cfg, result, logs, poc_params
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_every_zone_is_written_with_manifests(zones_run):
     root, cfg, result, logs, _ = zones_run
     zroot = pathlib.Path(cfg.ckpt_root)
@@ -138,6 +139,7 @@ def test_every_zone_is_written_with_manifests(zones_run):
     assert len(summary["bus"]["hippocampus"]["lifetime_utilisation"]) >= 3
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_joint_stage_trains_the_zones_together_with_the_hypothalamus_momentum(zones_run):
     root, cfg, result, logs, _ = zones_run
     joint = result["summary"]["joint"]
@@ -202,6 +204,7 @@ def test_lazy_store_loads_only_routed_experts_and_stays_bounded(tmp_path):
         store.assemble(hollow["experts"], jnp.asarray([[0], [1], [2]]))
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_restore_into_a_model_with_another_number_of_experts(zones_run):
     root, cfg, _, _, poc = zones_run  # 3 experts saved from a capacity-4 model
 
@@ -244,6 +247,7 @@ def test_restore_into_a_model_with_another_number_of_experts(zones_run):
     assert "(16,) in the checkpoint but (12,) in the model" in msg
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_zone_heads_change_routing_and_set_the_temperature(zones_run):
     from aura.serve.chat import Chat
 
@@ -273,6 +277,7 @@ def test_zone_heads_change_routing_and_set_the_temperature(zones_run):
     assert buf.getvalue().endswith("\n")
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_missing_or_mismatched_heads_are_clear_errors(zones_run, tmp_path):
     root, cfg, _, _, _ = zones_run
     from aura.experiments.lm.pretrain import load_adapter
@@ -295,6 +300,7 @@ class _Crash(BaseException):
     """The process dying mid-save (not an Exception: nothing catches it)."""
 
 
+@pytest.mark.slow  # the zones_run fixture trains every zone (~40 s); make test-all
 def test_a_crash_mid_save_leaves_the_previous_head_readable(zones_run, monkeypatch):
     root, cfg, _, _, _ = zones_run
     before, manifest = zone_store.load_head(cfg.ckpt_root, "thalamus")
