@@ -102,24 +102,6 @@ def build_model(cfg: ContinualConfig) -> LiquidMoE:
     return LiquidMoE(num, 784, cfg.hidden_dim, NUM_OUTPUTS, top_k=1, capacity_factor=float(num))
 
 
-def _local(labels: np.ndarray, pair: Sequence[int]) -> np.ndarray:
-    """int32 [N]: index of each label within its task's classes."""
-    return np.argmax(labels[:, None] == np.asarray(pair)[None], axis=1).astype(np.int32)
-
-
-def _targets(labels: np.ndarray, pair: Sequence[int], scenario: str) -> np.ndarray:
-    """Digits, or (domain) the index of the digit within its pair."""
-    return _local(labels, pair) if scenario == "domain" else labels.astype(np.int32)
-
-
-def _heads(cfg: ContinualConfig) -> np.ndarray:
-    """bool [T, V]: the outputs each task's expert answers with (its digits, or 0/1)."""
-    heads = np.zeros((len(cfg.pairs), NUM_OUTPUTS), bool)
-    for t, pair in enumerate(cfg.pairs):
-        heads[t, list(range(len(pair))) if cfg.scenario == "domain" else list(pair)] = True
-    return heads
-
-
 class Phase(NamedTuple):
     """What differs between training phases (all arrays, so one compiled step serves all).
 

@@ -24,7 +24,6 @@ id 0 to a fixed length; batches are a pure function of the step (``batch_indices
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 from collections import Counter
@@ -36,6 +35,7 @@ import numpy as np
 from aura.data.batching import epoch_permutation
 from aura.data.corpus import iter_stdlib_docs
 from aura.data.errors import DataError
+from aura.data.tfds_adapter import load_tfds
 
 CORPUS_PREFIX, TFDS_PREFIX = "corpus:", "tfds:"
 
@@ -145,16 +145,6 @@ def stdlib_corpus(
     return LabelledTexts(tuple(texts), tuple(labels), tuple(where))
 
 
-def _import_tfds():
-    try:
-        return importlib.import_module("tensorflow_datasets")
-    except ImportError as e:
-        raise DataError(
-            "tfds: data sources need tensorflow-datasets, which is not installed; run "
-            "`pip install 'aura[tfds]'` or pass a JSONL file with --data"
-        ) from e
-
-
 def load_tfds_text(
     name: str,
     split: str,
@@ -179,20 +169,8 @@ def load_tfds_text(
       DataError: tensorflow-datasets missing, the dataset cannot be loaded, features missing,
         or unlabelled examples (label -1).
     """
-    tfds = _tfds_module if _tfds_module is not None else _import_tfds()
     where = f"tfds:{name}:{split}"
-    try:
-        data = tfds.as_numpy(
-            tfds.load(name, split=split, batch_size=-1, data_dir=data_dir, download=download)
-        )
-    except Exception as e:  # TFDS raises many exception types; all mean "cannot load".
-        raise DataError(
-            f"{where}: tensorflow-datasets could not load {name!r} split {split!r} "
-            f"({type(e).__name__}: {e}); check the name, the split, the network and data_dir"
-        ) from e
-    if not isinstance(data, dict) or text_key not in data or label_key not in data:
-        have = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"{where}: needs features {text_key!r} and {label_key!r}; has {have}")
+    data = load_tfds(name, split, (text_key, label_key), data_dir, _tfds_module, download=download)
     raw_texts, raw_labels = np.asarray(data[text_key]), np.asarray(data[label_key])
     texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw_texts]
     labels = [int(v) for v in raw_labels.reshape(-1)]
