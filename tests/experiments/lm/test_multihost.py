@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from aura.configs import pretrain as pretrain_presets
+from aura.data import stream
 from aura.data.corpus import build_corpus
 from aura.data.tokenizer import TokenizerConfig, train_tokenizer
 from aura.experiments.lm import pretrain as lm_loop
@@ -112,6 +113,49 @@ def losses(workdir: Path) -> list[float]:
         return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
 
 
+class _HostStreams:
+    """Host 0's and host 1's streams of :func:`aura.data.stream.lm_batches`, read in step: each
+    ``next`` is the rows the two hosts' devices hold, host 0's first."""
+
+    def __init__(self, exp, hosts: int = 2):
+        c = exp.cfg
+        self.shape = (c.accumulate_steps, c.batch_size // hosts, exp.width)
+        self.streams = [
+            iter(
+                stream.lm_batches(
+                    c.jsonl, exp.fmt, width=exp.width, rows=c.accumulate_steps * self.shape[1],
+                    pack=c.pack, seed=c.seed, shuffle_window=c.shuffle_window, prefetch=0,
+                    process_index=i, process_count=hosts,
+                )
+            )
+            for i in range(hosts)
+        ]  # fmt: skip
+
+    def __next__(self):
+        parts = [next(s) for s in self.streams]
+        return {
+            k: np.concatenate([p[k].reshape(self.shape) for p in parts], axis=1).reshape(
+                -1, self.shape[2]
+            )
+            for k in parts[0]
+        }
+
+    def get_state(self):
+        return {str(i): s.get_state() for i, s in enumerate(self.streams)}
+
+    def close(self):
+        pass
+
+
+class TwoHostsOnOne(lm_loop.PretrainExperiment):
+    """The pretrain experiment on one process, fed what two hosts would feed together."""
+
+    def __init__(self, cfg, log=print, on_save=None):
+        super().__init__(cfg, log, on_save)
+        self.data.close()
+        self.data = _HostStreams(self)
+
+
 @pytest.mark.slow  # 20-60 s here: two processes compile the step at once on 2 cores
 def test_two_processes_complete_pretrain_steps_through_the_local_launcher(corpus, tmp_path):
     jsonl, spm = corpus
@@ -134,13 +178,16 @@ def test_two_processes_complete_pretrain_steps_through_the_local_launcher(corpus
     proc = subprocess.Popen(
         [*launcher, "--", *flags], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
-    # The same global batch on one process with 4 devices: the reference losses.
+    # The reference: one process with 4 devices, fed the global batch the two hosts assemble
+    # (host 0's streamed shard on devices 0-1, host 1's on devices 2-3).
     ref_cfg = lm_loop.PretrainConfig(
         jsonl=jsonl, spm_model=spm, ckpt_out=str(tmp_path / "ref"), model=tiny_model(), steps=3,
         batch_size=4, max_len=32, log_every=1, save_every=100, mesh={"data": 4},
         tensorboard=False,
     )  # fmt: skip
-    lm_loop.pretrain(ref_cfg, log=lambda s: None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lm_loop, "PretrainExperiment", TwoHostsOnOne)
+        lm_loop.pretrain(ref_cfg, log=lambda s: None)
     try:
         console, _ = proc.communicate(timeout=300)
     finally:
@@ -151,10 +198,11 @@ def test_two_processes_complete_pretrain_steps_through_the_local_launcher(corpus
     assert result["processes"] == 2 and result["devices"] == 4 and result["steps"] == 3
     assert "step 1 |" in console
     assert own_lines((logs / "process_1.log").read_text()) == []  # only process 0 prints
-    # Each process streams its own byte-range shard of the JSONL (aura.data.stream), so the global
-    # batch is not the one a single process reading the whole file builds: same length, finite.
+    # Same global batches, same initial parameters: the same losses up to the order of the
+    # cross-host (gloo) reduction.
     got, ref = losses(out), losses(tmp_path / "ref")
-    assert len(got) == len(ref) == 3 and np.all(np.isfinite(got))
+    assert len(got) == len(ref) == 3
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
     # Both hosts took part in the orbax save; the checkpoint restores on this one process.
     _, state, meta = lm_loop.restore_state(str(out), None)
     assert int(state.step) == 3 and meta["mesh"] == {"data": 4, "fsdp": 1, "expert": 1}
