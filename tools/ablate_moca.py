@@ -1,8 +1,8 @@
 """Ablations of MOCA-Net on the copy task: which part does the work, and what compute costs.
 
     python tools/ablate_moca.py [--steps 600] [--variants full,no_memory,one_expert,dense,half]
-        [--budget_weights 0,0.5,2] [--config configs/moca.py:default] [--json ablate_moca.json]
-        [--jobs 4]
+        [--budget_weights 0,0.5,2] [--budget 0.3] [--config configs/moca.py:default]
+        [--json ablate_moca.json] [--jobs 4]
 
 Trains the same preset once per variant (``aura.experiments.moca.experiment.train`` in a
 temporary workdir, the copy task) and prints one table: per-token and per-sequence accuracy at
@@ -16,7 +16,9 @@ fraction of expert and slot activations) and the wall time. Variants:
     half        half the width, experts' hidden size, slots and key/value widths
     budget=<w>  the preset with budget weight w and min_ratio 0.5 on experts and slots (a
                 candidate runs only above half the best one's probability), so the budget
-                can lower the compute used (the sweep: compute used vs accuracy)
+                can lower the compute used (the sweep: compute used vs accuracy); the target
+                is the preset's budget or ``--budget`` (compute counts from 0.133, one expert
+                of 4 and one slot of 64 per token, to 1.0)
 
 ``--json`` writes every row (with the full summary) as one JSON document; the table also ends
 with one JSON line on stdout.
@@ -70,8 +72,10 @@ def variant_config(base, name: str):
     return c
 
 
-def run_variant(base, name: str, steps: int) -> dict:
+def run_variant(base, name: str, steps: int, budget: float | None = None) -> dict:
     c = variant_config(base, name)
+    if budget is not None:
+        c.loss.budget = budget
     c.steps, c.eval_every = steps, steps
     with tempfile.TemporaryDirectory() as work:
         r = train(RunConfig("copy", work, c, tensorboard=False), log=lambda s: None)
@@ -92,6 +96,7 @@ def run_parallel(args, names: list[str]) -> list[dict]:
                 cmd = [sys.executable, __file__, "--config", args.config, "--steps",
                        str(args.steps), "--budget_weights", "", "--variants", name, "--jobs", "1",
                        "--json", out]  # fmt: skip
+                cmd += [] if args.budget is None else ["--budget", str(args.budget)]
                 running.append((name, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL)))
             name, out, proc = running.pop(0)
             if proc.wait() != 0:
@@ -120,8 +125,11 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--budget_weights", default="0,0.5,2", help="budget sweep ('' for none)")
     p.add_argument("--json", default=None)
+    p.add_argument("--budget", type=float, default=None, help="compute target (default: preset)")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once (processes)")
     args = p.parse_args()
+    if args.budget is not None and not 0.0 < args.budget <= 1.0:
+        p.error(f"--budget {args.budget} must be in (0, 1]")
     base = _load(args.config)
     names = [v for v in args.variants.split(",") if v]
     names += [f"budget={w}" for w in args.budget_weights.split(",") if w]
@@ -129,11 +137,11 @@ def main() -> None:
     if args.jobs > 1:
         rows = run_parallel(args, names)
     for name in names if args.jobs <= 1 else ():
-        rows.append(run_variant(base, name, args.steps))
+        rows.append(run_variant(base, name, args.steps, args.budget))
         print(f"{name}: {json.dumps({k: v for k, v in rows[-1].items() if k != 'summary'})}",
               file=sys.stderr, flush=True)  # fmt: skip
     print(table(rows))
-    doc = {"steps": args.steps, "config": args.config, "rows": rows}
+    doc = {"steps": args.steps, "config": args.config, "budget": args.budget, "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     print(json.dumps([{k: v for k, v in r.items() if k != "summary"} for r in rows]))
