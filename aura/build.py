@@ -47,11 +47,14 @@ def usage() -> str:
 
 
 def command_help(name: str, module) -> str:
-    """The command's docstring and every flag it defines (its own and the shared ones)."""
+    """The command's docstring and every flag it defines (its own and the shared ones).
+
+    Flags that libraries register on import (absl logging, grain, orbax, ...) are left out.
+    """
     out = [(module.__doc__ or "").strip(), "", f"flags of `aura {name}`:"]
     by_module = flags.FLAGS.flags_by_module_dict()
     for mod in sorted(by_module, key=lambda m: (m != module.__name__, m)):
-        if mod.startswith("absl.") or not (mod.startswith("aura.") or "config" in mod):
+        if not mod.startswith("aura."):
             continue
         for flag in sorted(by_module[mod], key=lambda f: f.name):
             default = "" if flag.default is None else f" (default: {flag.default_as_str})"

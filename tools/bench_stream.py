@@ -60,6 +60,7 @@ while stats.records < lines:
             marks.pop(0)
 wall = time.perf_counter() - start
 it.close()
+del it  # finalised now, not at interpreter exit (grain's __del__ then finds its modules gone)
 print(json.dumps({"wall_s": wall, "batches": batches, "records": stats.records,
                   "tokens": tokens, "samples": samples, "peak_rss_mb": rss_mb("VmHWM")}))
 """
