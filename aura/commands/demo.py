@@ -5,8 +5,9 @@ Each stage is a real command, printed before it runs, so the demo doubles as a t
 1. ``mnist``: the expert POC on the 8,000 embedded digits (experts grow 1 -> 3 -> 6);
 2. ``corpus``: real English text from the standard library's docstrings + an instruction JSONL;
 3. ``tokenizer``: SentencePiece on that text, with the <INST>/<INP>/<RESP>/<SEP> symbols;
-4. ``pretrain``: a small SelfTeachingAdapter (LiquidMoE retrieval + SRWKV core) on the JSONL;
-5. ``chat``: one prompt answered with the recurrent state;
+4. ``pretrain``: a small SelfTeachingAdapter (LiquidMoE retrieval + SRWKV core) on the JSONL,
+   scored on the corpus's held-out slice (the demo prints its bits per character);
+5. ``chat``: two prompts answered with the recurrent state (two sample completions);
 6. ``pretrain_zones``: the brain zones (hippocampus experts from stage 1, the language adapter
    from stage 4, amygdala, thalamus and hypothalamus heads fitted on the corpus), then the
    joint stage: the zones trained together, the thalamus routing digits between them;
@@ -22,6 +23,7 @@ memory file of stages 9-10 starts empty on each run).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shlex
 import subprocess
@@ -34,7 +36,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "checkpoints/demo", "where the demo writes its outputs")
 flags.DEFINE_integer("mnist_epochs", 6, "epochs of the MNIST POC stage")
 flags.DEFINE_integer("pretrain_steps", 150, "optimizer steps of the pretrain stage")
-flags.DEFINE_string("prompt", "Explain json.dumps", "the chat stage's prompt")
+flags.DEFINE_string("prompt", "Explain json.dumps", "the chat stages' prompt")
+flags.DEFINE_string("prompt2", "What does os.path.join return?", "the second sample's prompt")
 FACT = "My sister Mara moved to Porto last spring."
 QUESTION = "Where does my sister live now?"
 
@@ -56,12 +59,16 @@ def stages(w: str) -> list[tuple[str, list[str]]]:
             "instruction pretraining",
             ["pretrain", f"--jsonl={w}/corpus/instruct.jsonl",
              f"--spm_model={w}/tokenizer/spiece.model", f"--ckpt_out={w}/lm",
-             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128"],
+             f"--steps={FLAGS.pretrain_steps}", "--batch_size=16", "--max_len=128",
+             f"--config.heldout={w}/corpus/heldout_instruct.jsonl"],
         ),
-        (
-            "chat",
-            ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
-             f"--prompt={FLAGS.prompt}", "--gen_len=48", "--temperature=0.7", "--top_k=40"],
+        *(
+            (
+                f"chat, sample {i}",
+                ["chat", f"--ckpt={w}/lm", f"--spm_model={w}/tokenizer/spiece.model",
+                 f"--prompt={prompt}", "--gen_len=48", "--temperature=0.7", "--top_k=40"],
+            )
+            for i, prompt in enumerate((FLAGS.prompt, FLAGS.prompt2), start=1)
         ),
         (
             "brain zones",
@@ -92,6 +99,16 @@ def stages(w: str) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
+def heldout_line(metrics_jsonl: str) -> str:
+    """The last held-out bits per character that the pretrain run logged, as one line."""
+    with open(metrics_jsonl, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if "heldout_bpc" in line]
+    if not rows:
+        return "held-out bits per character: not logged"
+    key = next(k for k in rows[-1] if k.endswith("heldout_bpc"))
+    return f"held-out bits per character after step {rows[-1]['step']}: {rows[-1][key]:.3f}"
+
+
 def main(argv):
     del argv
     w = FLAGS.workdir
@@ -109,6 +126,8 @@ def main(argv):
             print(f"demo stage '{title}' failed with exit code {code}", file=sys.stderr)
             sys.exit(code)
         print(f"-- {title}: {time.time() - t:.0f}s", flush=True)
+        if args[0] == "pretrain":
+            print(heldout_line(f"{w}/lm/metrics.jsonl"), flush=True)
     print(
         f"\nAURA demo finished in {time.time() - t0:.0f}s. Outputs under {w}/:\n"
         f"  mnist/       result.json, metrics.jsonl, routing.png, tb/, ckpt/, hippocampus/\n"

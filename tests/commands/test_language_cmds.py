@@ -94,9 +94,12 @@ def test_inspect_reads_every_array_of_the_adapter(trained, tmp_path):
     (root / "language" / "zone.json").write_text(json.dumps({"ckpt_out": str(copy)}))
     good = aura("inspect", f"--ckpt_root={root}", "--zone=language")
     assert good.returncode == 0 and "adapter" in good.stdout, good.stderr
-    data = max((copy / "ckpt").glob("*/state/d/*"), key=lambda p: p.stat().st_size)
+    steps = [p for p in (copy / "ckpt").iterdir() if p.name.isdigit()]
+    latest = max(steps, key=lambda p: int(p.name))  # inspect verifies the latest step
+    data = max((latest / "state").rglob("*"), key=lambda p: p.stat().st_size)
     raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2 : len(raw) // 2 + 16] = bytes(16)  # same size, 16 bytes zeroed
+    for i in range(len(raw) // 2, len(raw) // 2 + 16):
+        raw[i] ^= 0xFF  # same size, 16 bytes flipped (zeroing can leave zeros as they were)
     data.write_bytes(bytes(raw))
     bad = aura("inspect", f"--ckpt_root={root}", "--zone=language")
     assert bad.returncode == 2 and "changed since it was saved" in bad.stdout + bad.stderr
