@@ -31,10 +31,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         dict(num_symbols=16, min_len=1, max_len=20, offset_period=0, eval_lengths=(40, 80),
              eval_size=256)
     )  # fmt: skip
-    # Text classification: the default source, tokens per text, tokenizer size, split.
+    # Text classification: the default source, tokens per text, tokenizer size, split;
+    # embeddings "minilm": MiniLM's WordPiece tokenizer and word table (projected to model.dim).
     c.text = ml_collections.ConfigDict(
         dict(data="corpus:stdlib", max_len=128, vocab_size=4000, eval_fraction=0.2,
-             word_dropout=0.1)
+             word_dropout=0.1, embeddings="")
     )  # fmt: skip
     if preset == "tiny":
         c.model.update(

@@ -55,6 +55,9 @@ def moca_config() -> ml_collections.ConfigDict:
     c.vocab_size = 0  # set by the task (copy symbols, or the tokenizer's piece count)
     c.num_classes = 0  # 0: per-token vocabulary head; > 0: sequence classifier
     c.dim = 128
+    # Token table width (0: the model width). A wider given table (e.g. MiniLM's 384-wide word
+    # embeddings, loaded by the text task) is projected to ``dim``; ``freeze_embed`` keeps it fixed.
+    c.embed_dim, c.freeze_embed = 0, False
     c.num_layers = 1
     c.num_experts, c.expert_hidden, c.top_k, c.expert_min_ratio = 4, 256, 2, 0.0
     c.num_slots, c.slot_top_k, c.slot_min_ratio = 64, 16, 0.0
@@ -76,6 +79,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.vocab_size = {c.vocab_size} must be >= 2")
     if c.num_classes < 0 or c.num_classes == 1:
         raise ValueError(f"model.num_classes = {c.num_classes} must be 0 (tokens) or >= 2")
+    if c.embed_dim < 0:
+        raise ValueError(f"model.embed_dim = {c.embed_dim} must be >= 0 (0: the model width)")
     for name in ("dim", "num_layers", "num_experts", "num_slots", "key_dim", "value_dim"):
         if c[name] < 1:
             raise ValueError(f"model.{name} = {c[name]} must be >= 1")
@@ -99,7 +104,9 @@ class MocaNet(nn.Module):
     def setup(self):
         c = self.config
         validate_config(c)
-        self.embed = nn.Embed(c.vocab_size, c.dim, name="embed")
+        self.embed = nn.Embed(c.vocab_size, c.embed_dim or c.dim, name="embed")
+        if c.embed_dim:
+            self.embed_proj = nn.Dense(c.dim, name="embed_proj")
         kw = {k: c[k] for k in LAYER_FIELDS}
         self.layers = [MocaLayer(dim=c.dim, name=f"layer_{i}", **kw) for i in range(c.num_layers)]
         self.norm = nn.LayerNorm(name="norm")
@@ -145,7 +152,7 @@ class MocaNet(nn.Module):
         B = tokens.shape[0]
         carry = self.initial_carry(B, offsets) if carry is None else carry
         controls = self.controls() if controls is None else controls
-        x = self.embed(tokens)  # [B, T, D]
+        x = self.embed_tokens(tokens)  # [B, T, D]
         separators = None
         if self.config.separator_ids:
             separators = jnp.isin(tokens, jnp.asarray(self.config.separator_ids))  # [B, T]
@@ -159,6 +166,14 @@ class MocaNet(nn.Module):
             pooled = self._pool(x, mask, pool_bias)
             return self.head(pooled), tuple(new_carry), tuple(auxes)  # [B, L]
         return self.head(x), tuple(new_carry), tuple(auxes)  # [B, T, V]
+
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        """Token ids [B, T] -> features [B, T, D]: the table (fixed if frozen), projected."""
+        c = self.config
+        x = self.embed(tokens)  # [B, T, embed_dim or D]
+        if c.freeze_embed:
+            x = jax.lax.stop_gradient(x)
+        return self.embed_proj(x) if c.embed_dim else x
 
     def _pool(self, x: jax.Array, mask: jax.Array | None, bias: jax.Array | None) -> jax.Array:
         """[B, T, D] -> [B, D]: softmax over the mask of (learned score + bias), or the mean."""

@@ -18,15 +18,14 @@ import ml_collections
 import numpy as np
 
 from aura.data.errors import DataError
-from aura.data.tokenizer import load_tokenizer
-from aura.experiments.moca import steps, text_data, textcls
+from aura.experiments.moca import pretrained, steps, text_data, textcls
 from aura.experiments.moca.experiment import (
     CLASSIFIER_FILE,
     IDF_FILE,
     init_params,
     routing_controls,
 )
-from aura.models.moca import MocaNet
+from aura.models.moca import MocaNet, moca_config
 from aura.train.checkpoint import CheckpointError, TrainCheckpointer, checkpoint_dir
 
 
@@ -47,19 +46,22 @@ class Classifier:
                 self.info = json.load(f)
             self.labels = list(self.info["labels"])
             self.max_len = int(self.info["max_len"])
-            self.model_cfg = ml_collections.ConfigDict(self.info["model"])
+            # Fields newer than the run keep their defaults.
+            fields = {**moca_config().to_dict(), **self.info["model"]}
+            self.model_cfg = ml_collections.ConfigDict(fields)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise DataError(f"{info_path}: unreadable classifier description ({e})") from None
         self.model_cfg.separator_ids = tuple(self.model_cfg.separator_ids)
         self.log_idf = np.load(os.path.join(run_dir, IDF_FILE), allow_pickle=False)
-        self.sp = load_tokenizer(self.info["tokenizer"])
+        self.sp = pretrained.load_text_tokenizer(self.info["tokenizer"])
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
         self.params, self.step = self._restore(run_dir)
         self._logits = jax.jit(self._apply)
 
     def _restore(self, run_dir: str):
-        optimizer = steps.make_optimizer(1e-3, 1, 2, 1.0)  # the state's structure only
+        frozen = steps.frozen_params(self.model_cfg)
+        optimizer = steps.make_optimizer(1e-3, 1, 2, 1.0, frozen=frozen)  # the state's structure
 
         def fresh():
             params = init_params(self.model, 0, self.max_len)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aura.experiments.moca import copy_task, steps, textcls
+from aura.experiments.moca import copy_task, pretrained, steps, textcls
 from aura.experiments.moca.plots import plot_run
 from aura.models.moca import MocaNet, summarize, validate_config
 from aura.nn.moe import RoutingControls
@@ -126,13 +126,16 @@ class MocaExperiment(loop.Experiment):
             self.text = textcls.prepare_text_task(
                 cfg.data or c.text.data, cfg.workdir, eval_data=cfg.eval_data,
                 tokenizer=cfg.tokenizer, max_len=c.text.max_len, vocab_size=c.text.vocab_size,
-                eval_fraction=c.text.eval_fraction, seed=c.seed,
+                eval_fraction=c.text.eval_fraction, seed=c.seed, embeddings=c.text.embeddings,
             )  # fmt: skip
             self.model_cfg = task_model(c, "textcls", self.text.vocab_size, self.text.num_labels)
+            if c.text.embeddings == "minilm":
+                self.model_cfg.embed_dim = pretrained.MINILM_WIDTH
             self.seq_len = c.text.max_len
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
-        self.optimizer = steps.make_optimizer(c.lr, c.warmup, c.steps, c.clip, c.weight_decay)
+        self.optimizer = steps.make_optimizer(c.lr, c.warmup, c.steps, c.clip, c.weight_decay,
+                                              steps.frozen_params(self.model_cfg))  # fmt: skip
         loss = "textcls" if cfg.task == "textcls" else "copy"
         self.train_step = steps.build_train_step(self.model, self.optimizer, c.loss, loss)
         self._eval = jax.jit(steps.build_eval_step(self.model, c.loss, loss))
@@ -141,6 +144,9 @@ class MocaExperiment(loop.Experiment):
     # -- the loop's contract -------------------------------------------------------------------
     def init_state(self):
         params = init_params(self.model, self.cfg.config.seed, self.seq_len)
+        if self.cfg.task == "textcls" and self.cfg.config.text.embeddings == "minilm":
+            table = pretrained.minilm_word_table()  # [V, 384]
+            params = {**params, "embed": {"embedding": jnp.asarray(table)}}
         return steps.MocaState(params, self.optimizer.init(params))
 
     def batch(self, step: int):

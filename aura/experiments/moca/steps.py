@@ -49,11 +49,18 @@ def loss_config() -> ml_collections.ConfigDict:
     c.budget_weight = 0.05
     c.balance_weight = 0.01
     c.z_weight = 1e-3
+    c.label_smoothing = 0.0  # text: share of the target mass spread over all labels
     return c
 
 
-def make_optimizer(lr: float, warmup: int, total_steps: int, clip: float, weight_decay=0.01):
-    """Gradient clipping, then AdamW with linear warmup and cosine decay to ``lr / 10``."""
+def make_optimizer(
+    lr: float, warmup: int, total_steps: int, clip: float, weight_decay=0.01, frozen=()
+):
+    """Gradient clipping, then AdamW with linear warmup and cosine decay to ``lr / 10``.
+
+    ``frozen``: top-level parameter names that never change (no update, no weight decay; see
+    :func:`frozen_params`); none by default (the optimizer state is then the plain chain's).
+    """
     if lr <= 0 or warmup < 0 or total_steps < 1 or clip <= 0:
         raise ValueError(
             f"optimizer settings lr={lr}, warmup={warmup}, steps={total_steps}, clip={clip}: "
@@ -63,9 +70,24 @@ def make_optimizer(lr: float, warmup: int, total_steps: int, clip: float, weight
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1), end_value=lr / 10
     )
-    return optax.chain(
+    tx = optax.chain(
         optax.clip_by_global_norm(clip), optax.adamw(schedule, weight_decay=weight_decay)
     )
+    if not frozen:
+        return tx
+
+    def labels(params):
+        def label(name, tree):
+            return jax.tree.map(lambda _: "frozen" if name in frozen else "train", tree)
+
+        return {k: label(k, v) for k, v in params.items()}
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def frozen_params(model_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Top-level parameters a model config keeps fixed (``freeze_embed``: the token table)."""
+    return ("embed",) if model_cfg.get("freeze_embed", False) else ()
 
 
 def init_state(model: MocaNet, optimizer, rng: jax.Array, example_tokens: jax.Array) -> MocaState:
@@ -126,7 +148,9 @@ def classification_loss(
         {"params": params}, tokens, None, controls, tokens != 0, None, data.get("pool_bias")
     )
     w = data["weight"].astype(jnp.float32)  # [B]; 0 for rows that only pad the batch
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, data["labels"])  # [B]
+    smooth = cfg.get("label_smoothing", 0.0)
+    target = optax.smooth_labels(jax.nn.one_hot(data["labels"], logits.shape[-1]), smooth)
+    ce = optax.softmax_cross_entropy(logits, target)  # [B]
     n = jnp.maximum(w.sum(), 1.0)
     task = jnp.sum(ce * w) / n
     correct = (jnp.argmax(logits, -1) == data["labels"]).astype(jnp.float32)

@@ -21,7 +21,7 @@ import numpy as np
 
 from aura.data.errors import DataError
 from aura.data.tokenizer import MODEL_FILE, TokenizerConfig, load_tokenizer, train_tokenizer
-from aura.experiments.moca import text_data
+from aura.experiments.moca import pretrained, text_data
 from aura.experiments.moca.metrics import accuracy, macro_f1, tfidf_baseline
 
 
@@ -152,6 +152,7 @@ def prepare_text_task(
     vocab_size: int = 4000,
     eval_fraction: float = 0.2,
     seed: int = 0,
+    embeddings: str = "",
     _tfds_module=None,
 ) -> TextTask:
     """Loads, splits, validates and tokenises a classification source.
@@ -166,6 +167,8 @@ def prepare_text_task(
       vocab_size: pieces for a newly trained tokenizer.
       eval_fraction: the held-out share when no eval source is given.
       seed: split seed.
+      embeddings: "" (the tokenizer above) or "minilm" (all-MiniLM-L6-v2's WordPiece
+        tokenizer, whose word table the model then starts from; ``tokenizer`` must be unset).
 
     Raises:
       DataError: bad files or records, unknown eval labels, too few labels.
@@ -180,7 +183,14 @@ def prepare_text_task(
     else:
         train, evals = text_data.split_train_eval(train, eval_fraction, seed)
     names = text_data.label_ids(train, evals)
-    sp, path = tokenizer_for(train.texts, workdir, tokenizer, vocab_size)
+    if embeddings not in pretrained.EMBEDDINGS:
+        raise ValueError(f"text.embeddings = {embeddings!r}; valid: '', minilm")
+    if embeddings and tokenizer:
+        raise ValueError(f"--tokenizer cannot be combined with text.embeddings={embeddings!r}")
+    if embeddings == "minilm":
+        sp, path = pretrained.minilm_tokenizer()
+    else:
+        sp, path = tokenizer_for(train.texts, workdir, tokenizer, vocab_size)
     train_tokens = text_data.encode_texts(sp, train.texts, max_len)
     return TextTask(
         label_names=names,
