@@ -29,6 +29,10 @@ def test_presets_keep_the_original_sizes_and_reject_unknown_names():
     assert m.slot_top_k == m.num_slots // 4
     with pytest.raises(ValueError, match="unknown preset"):
         presets.get_config("huge")
+    t = presets.get_config("textcls")  # the text preset: MOCA sizes, a fixed MiniLM table
+    assert (t.model.dim, t.model.num_experts, t.model.num_slots) == (m.dim, 4, 64)
+    assert t.text.embeddings == "minilm" and t.model.freeze_embed and t.loss.label_smoothing > 0
+    assert c.text.embeddings == "" and not c.model.freeze_embed  # the default is unchanged
 
 
 def test_task_model_fills_in_the_task_sizes():
