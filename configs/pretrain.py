@@ -34,6 +34,7 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.heldout = ml_collections.config_dict.placeholder(str)  # held-out JSONL: bits per char
     c.eval_every = ml_collections.config_dict.placeholder(int)  # None: evaluate at the end
     c.on_bad_record = "skip"  # skip | fail: a JSONL line that is not a valid record
+    c.shuffle_window, c.prefetch = 4096, 4  # input: lines shuffled together, batches prepared ahead
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "expert": 1})
     c.rules = DEFAULT_RULES  # batch over every device, experts on 'expert', width on 'fsdp'
     if preset == "tiny":

@@ -188,5 +188,6 @@ def pretrain_config(c: ml_collections.ConfigDict, values, **paths: Any):
         log_every=c.log_every, save_every=c.save_every, on_bad_record=c.on_bad_record,
         mesh=mesh or {"data": 1}, rules=tuple(tuple(r) for r in c.get("rules", ())) or None,
         tensorboard=values.tensorboard, pack=bool(c.get("pack", True)),
-        heldout=c.get("heldout"), eval_every=c.get("eval_every"), **paths,
+        heldout=c.get("heldout"), eval_every=c.get("eval_every"),
+        shuffle_window=c.get("shuffle_window", 4096), prefetch=c.get("prefetch", 4), **paths,
     ).validated()  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 
 from aura.data.corpus import build_corpus
 from aura.data.tokenizer import TokenizerConfig, train_tokenizer
-from tests.commands.conftest import DRIVER, REPO
+from tests.commands.conftest import DRIVER, REPO, assert_user_error, aura
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,14 @@ def test_bad_input_is_one_error_line_and_exit_2(files, cmd):
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, res["stderr"])
         assert needle in lines[0], (args, needle, lines[0])
     assert sorted(p.name for p in files.iterdir()) == before  # nothing created
+
+
+def test_pretrain_input_settings_are_config_fields(files):
+    """``--config.shuffle_window``/``--config.prefetch`` reach the run (a bad value is refused
+    by name). In a real process: ml_collections reads ``--config.*`` overrides from sys.argv."""
+    d = files
+    lm = [f"--jsonl={d}/corpus/instruct.jsonl", f"--spm_model={d}/tok/spiece.model",
+          f"--ckpt_out={d}/lm", "--config", f"{REPO}/configs/pretrain.py:tiny"]  # fmt: skip
+    assert_user_error(aura("pretrain", *lm, "--config.shuffle_window=0"), "--shuffle_window=0")
+    assert_user_error(aura("pretrain", *lm, "--config.prefetch=-1"), "--prefetch=-1 must be")
+    assert not (d / "lm").exists()
