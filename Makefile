@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -n 2 --dist loadscope -m "not slow"
+PYTEST_ARGS ?= -n 2 --dist loadscope -m "not slow" --durations=15
 
 .PHONY: venv demo test test-all lint format bench clean
 
