@@ -80,6 +80,22 @@ def test_textcls_then_classify(tmp_path):
     assert_user_error(aura("classify", f"--ckpt={work}", "--text=x"), "embed")
 
 
+@pytest.mark.slow
+def test_textcls_with_a_frozen_minilm_table_then_classify(tmp_path):
+    pytest.importorskip("all_minilm_l6_v2")
+    data, work = tmp_path / "d.jsonl", tmp_path / "text"
+    _jsonl(data)
+    res = aura("moca", "--task=textcls", *TINY, f"--data={data}", f"--workdir={work}",
+               "--config.text.embeddings=minilm", "--config.model.freeze_embed=True")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads((work / "classifier.json").read_text())
+    assert info["tokenizer"].endswith("tokenizer.json") and info["model"]["embed_dim"] == 384
+    # The checkpoint's optimizer state (frozen table) restores; WordPiece encodes the text.
+    pred = aura("classify", f"--ckpt={work}", "--text=open the file in this directory")
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert _last_json(pred.stdout)["label"] in ("math", "files")
+
+
 @pytest.mark.slow  # three processes
 def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run(tmp_path):
     args = [sys.executable, "-m", "aura.build", "moca", "--task=copy", *TINY, "--steps=30",
