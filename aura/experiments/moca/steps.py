@@ -175,7 +175,7 @@ def build_train_step(model: MocaNet, optimizer, cfg: ml_collections.ConfigDict, 
         (_, metrics), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree_utils.tree_norm(grads)
         return MocaState(params, opt_state), metrics
 
     return train_step
