@@ -189,5 +189,6 @@ def pretrain_config(c: ml_collections.ConfigDict, values, **paths: Any):
         mesh=mesh or {"data": 1}, rules=tuple(tuple(r) for r in c.get("rules", ())) or None,
         tensorboard=values.tensorboard, pack=bool(c.get("pack", True)),
         heldout=c.get("heldout"), eval_every=c.get("eval_every"),
-        shuffle_window=c.get("shuffle_window", 4096), prefetch=c.get("prefetch", 4), **paths,
+        shuffle_window=c.get("shuffle_window", PretrainConfig.shuffle_window),
+        prefetch=c.get("prefetch", PretrainConfig.prefetch), **paths,
     ).validated()  # fmt: skip

