@@ -16,6 +16,8 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
+from aura.host_alloc import keep_freed_host_memory
+
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("aura.commands.demo", "the main job on embedded data (what `make demo` runs)"),
@@ -79,6 +81,8 @@ def _parse_error(err: Exception) -> str:
 
 def run(argv: list[str]) -> None:
     """Parses ``argv[2:]`` for the command ``argv[1]`` and runs its ``main``."""
+    # before the command's imports start numpy's and XLA's threads (see aura.host_alloc)
+    keep_freed_host_memory()
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if len(argv) >= 2 else 2)
