@@ -42,7 +42,16 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         eval_draws=4,
     )
     c.reasoner = dict(
-        width=128, num_experts=16, expert_layers=4, expert_hidden=64, top_k=4, capacity_factor=2.0
+        width=128,
+        num_experts=16,
+        expert_layers=4,
+        expert_hidden=64,
+        top_k=4,
+        capacity_factor=2.0,
+        shared_experts=4,  # chosen on the dev split (README)
+        route_on="input",
+        input_noise=0.05,  # chosen on the dev split (README)
+        dropout=0.0,
     )
     c.phase2 = dict(
         steps=300,
@@ -63,7 +72,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     if preset == "tiny":
         c.router.update(width=32, gray_hidden=64, gray_layers=1, gru_layers=3, settle_steps=1)
         c.phase1.update(steps=16, batch_size=32, eval_draws=1)
-        c.reasoner.update(width=16, num_experts=4, expert_layers=2, expert_hidden=8, top_k=2)
+        c.reasoner.update(
+            width=16, num_experts=4, expert_layers=2, expert_hidden=8, top_k=2, shared_experts=0
+        )
         c.phase2.update(steps=16, batch_size=32, permutations=50, select_every=8)
         c.memory.update(beta_grid=(4.0, 32.0))
         c.log_every, c.eval_every = 8, 8

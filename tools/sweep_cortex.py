@@ -69,6 +69,9 @@ def _config(base, run: dict) -> CortexConfig:
         c.reasoner.top_k = run["top_k"]
     else:
         c.reasoner.top_k = min(c.reasoner.top_k, run["experts"])
+    # the shared expert keeps its share of the slots (at most E/4) and leaves top_k routed ones
+    c.reasoner.shared_experts = min(c.reasoner.shared_experts, run["experts"] // 4,
+                                    run["experts"] - c.reasoner.top_k)  # fmt: skip
     return CortexConfig.from_dict(c)
 
 

@@ -11,7 +11,9 @@ T settling steps, E experts, K top-k, L layers per expert (or dense layers).
 * :class:`Reasoner`: ``[retrieved, question]`` [B, 2D] -> input projection to W -> either a
   ``LiquidMoE`` of E experts of L residual layers each (top-K routing, one gate per sample), or
   a dense :class:`~aura.nn.residual.ResidualMLP` of L layers whose hidden width is chosen so
-  that both blocks have the same parameter count (:func:`matched_dense_hidden`) -> LayerNorm ->
+  that both blocks have the same parameter count (:func:`matched_dense_hidden`); with
+  ``shared_experts=S`` the MoE block is an always-on shared expert (hidden S·F) plus E - S routed
+  experts, the dense block matched to that total -> LayerNorm ->
   output projection to D, plus a linear skip ``[retrieved, question] -> D`` shared by both,
   added to the retrieved vector. The output projection and the skip start at zero, so an
   untrained reasoner answers with what the memory returned (the top-1 context baseline, softened
@@ -31,6 +33,7 @@ from aura.nn.residual import ResidualMLP, residual_mlp_params
 
 __all__ = [
     "REASONING_KINDS",
+    "ROUTE_ON",
     "CortexRouter",
     "Reasoner",
     "block_params",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 REASONING_KINDS = ("moe", "dense")
+ROUTE_ON = ("input", "question")
 
 
 class CortexRouter(nn.Module):
@@ -76,29 +80,36 @@ class CortexRouter(nn.Module):
         return l2_normalize(query + y if self.residual else y)
 
 
-def moe_block_params(width: int, num_experts: int, expert_layers: int, expert_hidden: int) -> int:
-    """Parameters of the reasoner's MoE block: the gate (W·E + E) and the E experts."""
-    gate = width * num_experts + num_experts
-    return gate + num_experts * residual_mlp_params(width, expert_hidden, expert_layers)
+def moe_block_params(width: int, num_experts: int, expert_layers: int, expert_hidden: int,
+                     shared: int = 0, gate_in: int | None = None) -> int:  # fmt: skip
+    """Parameters of the reasoner's MoE block: the gate over the E - S routed experts from its
+    ``gate_in`` features (default W: ``gate_in·(E - S) + E - S``), the routed experts, and
+    (S > 0) the shared expert, one residual MLP of hidden width S·F."""
+    routed = num_experts - shared
+    gate = (gate_in or width) * routed + routed
+    total = gate + routed * residual_mlp_params(width, expert_hidden, expert_layers)
+    if shared:
+        total += residual_mlp_params(width, shared * expert_hidden, expert_layers)
+    return total
 
 
-def matched_dense_hidden(
-    width: int, num_experts: int, expert_layers: int, expert_hidden: int
-) -> int:
+def matched_dense_hidden(width: int, num_experts: int, expert_layers: int, expert_hidden: int,
+                         shared: int = 0, gate_in: int | None = None) -> int:  # fmt: skip
     """Hidden width of an ``expert_layers``-layer dense residual MLP with (as nearly as an integer
     width allows) the MoE block's parameter count: the dense block has the same depth and
     ``L·(3W + F_d·(2W + 1))`` parameters; ``F_d`` is rounded to the nearest integer."""
-    target = moe_block_params(width, num_experts, expert_layers, expert_hidden)
+    target = moe_block_params(width, num_experts, expert_layers, expert_hidden, shared, gate_in)
     per_unit = expert_layers * (2 * width + 1)
     return max(1, round((target - expert_layers * 3 * width) / per_unit))
 
 
-def block_params(kind: str, width: int, num_experts: int, expert_layers: int,
-                 expert_hidden: int) -> int:  # fmt: skip
+def block_params(kind: str, width: int, num_experts: int, expert_layers: int, expert_hidden: int,
+                 shared: int = 0, gate_in: int | None = None) -> int:  # fmt: skip
     """Parameters of the reasoning block of ``kind`` ("moe" or "dense", the matched one)."""
     if kind == "moe":
-        return moe_block_params(width, num_experts, expert_layers, expert_hidden)
-    hidden = matched_dense_hidden(width, num_experts, expert_layers, expert_hidden)
+        return moe_block_params(width, num_experts, expert_layers, expert_hidden, shared, gate_in)
+    hidden = matched_dense_hidden(width, num_experts, expert_layers, expert_hidden, shared,
+                                  gate_in)  # fmt: skip
     return residual_mlp_params(width, hidden, expert_layers)
 
 
@@ -112,6 +123,14 @@ class Reasoner(nn.Module):
       num_experts, expert_layers, expert_hidden, top_k: the MoE block (E, L, F, K); the dense
         block has L layers and the matched hidden width.
       capacity_factor: MoE capacity buffer size relative to a perfect balance.
+      shared_experts: S of the E expert slots form one always-on shared expert (a residual MLP
+        of hidden width S·F added to the routed output, DeepSeek-MoE style); the gate routes
+        top-K among the other E - S. The dense block is matched to the whole MoE block.
+      route_on: "input" (the gate reads the block input, W wide) or "question" (it reads the
+        question embedding alone, D wide: the reasoning a question needs, not the context's
+        content, picks the experts).
+      input_noise: sigma of the training noise on the branch inputs (0: none).
+      dropout: dropout rate on the block output during training (0: none).
     """
 
     dim: int
@@ -122,34 +141,59 @@ class Reasoner(nn.Module):
     expert_hidden: int = 64
     top_k: int = 4
     capacity_factor: float = 2.0
+    shared_experts: int = 0
+    route_on: str = "input"
+    input_noise: float = 0.0
+    dropout: float = 0.0
 
     def setup(self):
         if self.kind not in REASONING_KINDS:
             raise ValueError(f"reasoning kind {self.kind!r}; valid: {', '.join(REASONING_KINDS)}")
+        if self.route_on not in ROUTE_ON:
+            raise ValueError(f"route_on {self.route_on!r}; valid: {', '.join(ROUTE_ON)}")
         self.input_proj = nn.Dense(self.width, name="input_proj")
+        routed = self.num_experts - self.shared_experts
         if self.kind == "moe":
             self.block = LiquidMoE(
-                num_experts=self.num_experts, in_dim=self.width, hidden_dim=self.expert_hidden,
+                num_experts=routed, in_dim=self.width, hidden_dim=self.expert_hidden,
                 top_k=self.top_k, expert_kind="resmlp", expert_layers=self.expert_layers,
                 capacity_factor=self.capacity_factor, expert_axis=None, name="moe",
             )  # fmt: skip
+            if self.shared_experts:
+                self.shared = ResidualMLP(self.shared_experts * self.expert_hidden,
+                                          self.expert_layers, name="moe_shared")  # fmt: skip
         else:
-            hidden = matched_dense_hidden(
-                self.width, self.num_experts, self.expert_layers, self.expert_hidden
-            )
+            hidden = matched_dense_hidden(self.width, self.num_experts, self.expert_layers,
+                                          self.expert_hidden, self.shared_experts,
+                                          self.gate_in(self.dim))  # fmt: skip
             self.block = ResidualMLP(hidden, self.expert_layers, name="dense")
         self.out_norm = nn.LayerNorm(epsilon=1e-6, name="out_norm")
         zeros = nn.initializers.zeros
         self.output_proj = nn.Dense(self.dim, kernel_init=zeros, name="output_proj")
         self.skip = nn.Dense(self.dim, use_bias=False, kernel_init=zeros, name="skip")
+        self.drop = nn.Dropout(self.dropout, name="drop")
 
-    def __call__(self, retrieved: jax.Array, question: jax.Array) -> tuple[jax.Array, dict]:
+    def _branch_input(self, retrieved: jax.Array, question: jax.Array, train: bool) -> jax.Array:
+        """``[retrieved, question]`` [B, 2D], each half noised when training with input_noise."""
+        parts = [retrieved, question]
+        if train and self.input_noise > 0:
+            keys = jax.random.split(self.make_rng("dropout"), 2)
+            parts = [l2_normalize(v + self.input_noise * jax.random.normal(k, v.shape, v.dtype))
+                     for k, v in zip(keys, parts, strict=True)]  # fmt: skip
+        return jnp.concatenate(parts, axis=-1)  # [B, 2D]
+
+    def __call__(
+        self, retrieved: jax.Array, question: jax.Array, train: bool = False
+    ) -> tuple[jax.Array, dict]:
         """Returns (prediction [B, D], aux): aux has ``load_balance_loss`` and
-        ``router_z_loss`` (zeros for the dense block) and ``load`` [E] for the MoE."""
-        x = jnp.concatenate([retrieved, question], axis=-1)  # [B, 2D]
+        ``router_z_loss`` (zeros for the dense block) and ``load`` [E] for the MoE. ``train``
+        turns on input_noise and dropout (they need a ``"dropout"`` rng)."""
+        x = self._branch_input(retrieved, question, train)  # [B, 2D]
         h = self.input_proj(x)
         if self.kind == "moe":
-            h, moe_aux = self.block(h, RoutingControls.create(self.num_experts))
+            routed, moe_aux = self.block(h, self._controls(), self._gate_features(x))
+            # each residual path returns h + its update: add the shared update to the routed one
+            h = routed + self.shared(h) - h if self.shared_experts else routed
             aux = {"load_balance_loss": moe_aux.load_balance_loss,
                    "router_z_loss": moe_aux.router_z_loss, "load": moe_aux.load,
                    "dropped_fraction": moe_aux.dropped_fraction}  # fmt: skip
@@ -157,11 +201,25 @@ class Reasoner(nn.Module):
             h = self.block(h)
             zero = jnp.zeros((), jnp.float32)
             aux = {"load_balance_loss": zero, "router_z_loss": zero}
+        h = self.drop(h, deterministic=not train or self.dropout == 0)
         return retrieved + self.output_proj(self.out_norm(h)) + self.skip(x), aux
 
     def gates(self, retrieved: jax.Array, question: jax.Array) -> jax.Array:
-        """Per-sample gate probabilities [B, E] of the MoE block (its routing, no experts run)."""
+        """Per-sample gate probabilities [B, E - S] of the MoE block (routing only, no experts)."""
         if self.kind != "moe":
             raise ValueError("only the MoE reasoner has gates")
-        h = self.input_proj(jnp.concatenate([retrieved, question], axis=-1))
-        return self.block.compute_gate_weights(h, RoutingControls.create(self.num_experts)).probs
+        x = jnp.concatenate([retrieved, question], axis=-1)  # [B, 2D]
+        return self.block.compute_gate_weights(self.input_proj(x), self._controls(),
+                                               self._gate_features(x)).probs  # fmt: skip
+
+    def gate_in(self, dim: int) -> int | None:
+        """Width of the gate's features (None: the block width W)."""
+        return dim if self.route_on == "question" else None
+
+    def _gate_features(self, x: jax.Array) -> jax.Array | None:
+        """The question half of the branch input [B, D] when routing on it, else None."""
+        return x[..., self.dim :] if self.route_on == "question" else None
+
+    def _controls(self) -> RoutingControls:
+        """All E - S routed experts active."""
+        return RoutingControls.create(self.num_experts - self.shared_experts)

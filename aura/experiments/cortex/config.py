@@ -77,6 +77,10 @@ class ReasonerConfig:
     expert_hidden: int = 64
     top_k: int = 4
     capacity_factor: float = 2.0
+    shared_experts: int = 4  # S expert slots merged into one always-on shared expert
+    route_on: str = "input"  # what the MoE gate reads: "input" (block input) or "question"
+    input_noise: float = 0.05  # training noise sigma on the branch inputs (both kinds alike)
+    dropout: float = 0.0  # training dropout on the block output (both kinds alike)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +167,15 @@ class CortexConfig:
             (p1.eval_draws >= 1, "phase1.eval_draws", p1.eval_draws, ">= 1"),
             (min(rs.width, rs.num_experts, rs.expert_layers, rs.expert_hidden) >= 1, "reasoner",
              dataclasses.asdict(rs), "sizes >= 1"),
-            (1 <= rs.top_k <= rs.num_experts, "reasoner.top_k", rs.top_k,
-             f"in [1, num_experts={rs.num_experts}]"),
+            (0 <= rs.shared_experts < rs.num_experts, "reasoner.shared_experts",
+             rs.shared_experts, f"in [0, num_experts={rs.num_experts})"),
+            (1 <= rs.top_k <= rs.num_experts - rs.shared_experts, "reasoner.top_k", rs.top_k,
+             f"in [1, num_experts - shared_experts={rs.num_experts - rs.shared_experts}]"),
             (rs.capacity_factor > 0, "reasoner.capacity_factor", rs.capacity_factor, "> 0"),
+            (rs.route_on in ("input", "question"), "reasoner.route_on", rs.route_on,
+             "input or question"),
+            (0 <= rs.input_noise < 10, "reasoner.input_noise", rs.input_noise, "in [0, 10)"),
+            (0 <= rs.dropout < 1, "reasoner.dropout", rs.dropout, "in [0, 1)"),
             (p2.steps >= 1 and p2.batch_size >= 1, "phase2.steps/batch_size",
              (p2.steps, p2.batch_size), ">= 1"),
             (p2.lr > 0, "phase2.lr", p2.lr, "> 0"),

@@ -6,10 +6,12 @@ The state holds the reasoner's parameters and optimizer state, and under ``"froz
 router's parameters and the memory (written at the first step from phase 1's final state). Each
 step routes the questions with the frozen router, reads the memory (top-k read-out), and trains
 the reasoner to map ``(retrieved, question)`` to the answer-window embedding with
-``1 - cos`` (+ the MoE's load-balance and router z-losses). The frozen part goes through
-``jax.lax.stop_gradient`` and is not in the optimizer: it gets exactly zero gradient
-(:func:`frozen_grads` shows it) and stays bit-identical (:meth:`Phase2Experiment.summary` checks
-it against phase 1).
+``1 - cos`` (+ the MoE's load-balance and router z-losses), in train mode: the reasoner's
+input noise and dropout (both kinds alike) draw from a PRNG key that is a pure function of
+``(seed, step)`` (``batch`` hands it over as an extra), so a resumed run repeats them. The
+frozen part goes through ``jax.lax.stop_gradient`` and is not in the optimizer: it gets
+exactly zero gradient (:func:`frozen_grads` shows it) and stays bit-identical
+(:meth:`Phase2Experiment.summary` checks it against phase 1).
 
 Model selection on dev: every ``phase2.select_every`` steps (and before the first step) the
 reasoner is scored on the dev split (close_answer_mean); the state keeps the best parameters
@@ -57,7 +59,9 @@ def make_reasoner(cfg: CortexConfig, dim: int, kind: str) -> Reasoner:
     r = cfg.reasoner
     return Reasoner(dim=dim, kind=kind, width=r.width, num_experts=r.num_experts,
                     expert_layers=r.expert_layers, expert_hidden=r.expert_hidden, top_k=r.top_k,
-                    capacity_factor=r.capacity_factor)  # fmt: skip
+                    capacity_factor=r.capacity_factor, shared_experts=r.shared_experts,
+                    route_on=r.route_on, input_noise=r.input_noise,
+                    dropout=r.dropout)  # fmt: skip
 
 
 class Phase2Experiment(loop.Experiment):
@@ -122,13 +126,16 @@ class Phase2Experiment(loop.Experiment):
     def batch(self, step: int):
         rng = np.random.default_rng([self.cfg.seed, 3, step])
         idx = rng.choice(self.train_q, self.cfg.phase2.batch_size)
-        return {"q": self.data.q_emb[idx], "a": self.data.a_emb[idx]}, {}
+        key = np.asarray(jax.random.key_data(jax.random.key(self.cfg.seed * 100003 + step)))
+        return {"q": self.data.q_emb[idx], "a": self.data.a_emb[idx]}, {"key": key}
 
-    def loss(self, params, frozen, q, a):
-        """``(loss, metrics)``; ``frozen`` (router + memory) passes through stop_gradient."""
+    def loss(self, params, frozen, q, a, key=None):
+        """``(loss, metrics)``; ``frozen`` (router + memory) passes through stop_gradient.
+        ``key`` (a PRNG key): train mode, the reasoner's input noise and dropout draw from it."""
         frozen = jax.lax.stop_gradient(frozen)
         _, retrieved, *_ = self.reader.read(frozen["router"], frozen["memory"], q)
-        pred, aux = self.model.apply({"params": params}, retrieved, q)
+        train = {} if key is None else {"train": True, "rngs": {"dropout": key}}
+        pred, aux = self.model.apply({"params": params}, retrieved, q, **train)
         cos = cosine(pred, a)
         p2 = self.cfg.phase2
         loss = (jnp.mean(1.0 - cos) + p2.load_balance_weight * aux["load_balance_loss"]
@@ -136,8 +143,9 @@ class Phase2Experiment(loop.Experiment):
         return loss, {"loss": loss, "cos": jnp.mean(cos)}
 
     def train_step(self, state, data, extras):
+        key = jax.random.wrap_key_data(extras["key"])
         grads, metrics = jax.grad(self.loss, has_aux=True)(
-            state["params"], state["frozen"], data["q"], data["a"]
+            state["params"], state["frozen"], data["q"], data["a"], key
         )
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
@@ -195,6 +203,7 @@ class Phase2Experiment(loop.Experiment):
         return {
             "phase1_frozen_bit_identical": True,
             "selected_step": int(host["best"]["step"]) if selected else self.cfg.phase2.steps,
+            "dev_close_answer_mean": self._dev_score(host, self.final["params"]),
         }
 
 

@@ -18,6 +18,11 @@ from tests.experiments.cortex.fixtures import tiny_config
         ({"data": {"split": (0.5, 0.5)}}, "config.data.split"),
         ({"data": {"report_split": "train"}}, "config.data.report_split='train'"),
         ({"phase2": {"exact_threshold": 1.5}}, "config.phase2.exact_threshold=1.5"),
+        ({"reasoner": {"input_noise": -0.1}}, "config.reasoner.input_noise=-0.1"),
+        ({"reasoner": {"dropout": 1.0}}, "config.reasoner.dropout=1.0"),
+        ({"reasoner": {"shared_experts": 4}}, "config.reasoner.shared_experts=4"),
+        ({"reasoner": {"shared_experts": 3}}, "config.reasoner.top_k=2"),
+        ({"reasoner": {"route_on": "context"}}, "config.reasoner.route_on='context'"),
         ({"log_every": 0}, "config.log_every=0"),
     ],
 )

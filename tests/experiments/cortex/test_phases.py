@@ -106,3 +106,25 @@ def test_phase2_reports_the_dev_selected_parameters(tmp_path):
     assert scores[0] == pytest.approx(best, abs=1e-6)
     if out["selected_step"]:
         assert dev[out["selected_step"]] == pytest.approx(best, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", [pytest.param("moe", marks=pytest.mark.slow), "dense"])
+def test_phase2_training_noise_is_drawn_per_step_and_reproducible(kind):
+    data = synthetic_data(contexts=42)
+    cfg = tiny_config(reasoner={"input_noise": 0.1, "dropout": 0.2}, phase2={"select_every": 0})
+    p1 = {"params": Phase1Experiment(cfg, data).reader.init(jax.random.key(0))}
+    exp = Phase2Experiment(cfg, data, kind, p1)
+    state = _fresh_state(exp)
+    state = {**state, "params": jax.tree.map(lambda p: p + 0.05, state["params"])}
+    step = jax.jit(exp.train_step)
+    (b0, x0), (_, x0_again), (_, x1) = exp.batch(0), exp.batch(0), exp.batch(1)
+    np.testing.assert_array_equal(x0["key"], x0_again["key"])  # a pure function of the step
+    assert not np.array_equal(x0["key"], x1["key"])
+    loss = lambda extras: float(step(state, b0, extras)[1]["loss"])  # noqa: E731
+    # the same batch under another step's noise trains on another loss; the same step repeats
+    assert loss(x0) == loss(x0_again) and loss(x0) != pytest.approx(loss(x1), abs=1e-7)
+    clean = exp.loss(state["params"], state["frozen"], b0["q"], b0["a"])[0]  # no key: eval mode
+    plain = Phase2Experiment(tiny_config(phase2={"select_every": 0}), data, kind, p1)
+    assert float(clean) == pytest.approx(
+        float(plain.loss(state["params"], state["frozen"], b0["q"], b0["a"])[0]), abs=1e-7
+    )
