@@ -9,7 +9,11 @@ Built from a config (:func:`moca_config`; presets in ``configs/moca.py``). Two h
   mask: softmax weights from a learned per-token score (``pooling="attention"``, else equal)
   plus an optional given bias per token (``pool_bias``; the text task passes each token's log
   inverse document frequency, so rare informative tokens weigh more as in TF-IDF), logits
-  [B, L] (text classification).
+  [B, L] (text classification). With ``wide_buckets > 0`` the classifier is wide and deep:
+  a linear layer over hashed sparse features (``wide``, e.g. TF-IDF word n-grams) adds its
+  logits to the MOCA ("deep") ones, so the model keeps what a linear bag-of-n-grams model
+  knows (whole identifiers such as ``socket``, which WordPiece splits) and the deep path only
+  has to learn what that misses.
 
 The carry is a tuple with one :class:`MocaCarry` per layer; ``initial_carry`` builds it (with
 optional per-sequence counter offsets, used for randomised positions in training) and every
@@ -26,6 +30,7 @@ import ml_collections
 
 from aura.nn.moca import MocaAux, MocaCarry, MocaLayer, compute_fraction
 from aura.nn.moe import RoutingControls
+from aura.nn.wide import SparseLinear
 
 LAYER_FIELDS = (
     "num_experts",
@@ -70,6 +75,10 @@ def moca_config() -> ml_collections.ConfigDict:
     c.capacity_factor = 2.0
     c.dispatch = "auto"
     c.pooling = "attention"  # classifier pooling: "attention" (learned score) or "mean"
+    # Wide-and-deep classifier: > 0 adds a linear layer over this many hashed sparse input
+    # features (``aura.nn.wide``) to the logits; ``deep_scale`` weighs the MOCA logits (0 turns
+    # the deep path off: the wide-only ablation).
+    c.wide_buckets, c.deep_scale = 0, 1.0
     return c
 
 
@@ -94,6 +103,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.pooling = {c.pooling!r}; valid: attention, mean")
     if c.temperature <= 0:
         raise ValueError(f"model.temperature = {c.temperature} must be > 0")
+    if c.get("wide_buckets", 0) < 0 or (c.get("wide_buckets", 0) and not c.num_classes):
+        raise ValueError(
+            f"model.wide_buckets = {c.wide_buckets} must be >= 0, and > 0 only for a classifier"
+        )
 
 
 class MocaNet(nn.Module):
@@ -114,6 +127,8 @@ class MocaNet(nn.Module):
         self.head = nn.Dense(out, name="head")
         if c.num_classes and c.pooling == "attention":
             self.pool_score = nn.Dense(1, name="pool_score")
+        if c.get("wide_buckets", 0):
+            self.wide = SparseLinear(c.wide_buckets, c.num_classes, name="wide")
 
     def controls(self) -> RoutingControls:
         """Default expert routing controls: all experts active, the configured temperature."""
@@ -134,6 +149,7 @@ class MocaNet(nn.Module):
         mask: jax.Array | None = None,
         offsets: jax.Array | None = None,
         pool_bias: jax.Array | None = None,
+        wide: tuple[jax.Array, jax.Array] | None = None,
     ) -> tuple[jax.Array, tuple[MocaCarry, ...], tuple[MocaAux, ...]]:
         """Runs tokens [B, T] (int) through the network.
 
@@ -145,6 +161,8 @@ class MocaNet(nn.Module):
           offsets: counter offsets [B] for a fresh carry (ignored when ``carry`` is given).
           pool_bias: f32 [B, T] added to the classifier's pooling scores (e.g. the log inverse
             document frequency of each token, a TF-IDF-like prior; classifier only).
+          wide: (bucket ids int [B, K], weights f32 [B, K]) for a ``wide_buckets`` model
+            (default: none, the wide path then adds 0).
 
         Returns:
           (logits [B, T, V] or [B, L], the new carry, per-layer MocaAux).
@@ -163,9 +181,20 @@ class MocaNet(nn.Module):
             auxes.append(aux)
         x = self.norm(x)
         if self.config.num_classes:
-            pooled = self._pool(x, mask, pool_bias)
-            return self.head(pooled), tuple(new_carry), tuple(auxes)  # [B, L]
+            logits = self.head(self._pool(x, mask, pool_bias))  # [B, L]
+            return self._add_wide(logits, wide), tuple(new_carry), tuple(auxes)
         return self.head(x), tuple(new_carry), tuple(auxes)  # [B, T, V]
+
+    def _add_wide(self, logits: jax.Array, wide) -> jax.Array:
+        """Deep logits [B, L] (scaled by ``deep_scale``) plus the wide path's, if any."""
+        c = self.config
+        logits = logits * c.get("deep_scale", 1.0)
+        if not c.get("wide_buckets", 0):
+            return logits
+        if wide is None:  # no features given: an empty row (still creates the parameters)
+            empty = jnp.zeros((logits.shape[0], 1), jnp.int32)
+            wide = (empty, empty.astype(jnp.float32))
+        return logits + self.wide(*wide)  # [B, L]
 
     def embed_tokens(self, tokens: jax.Array) -> jax.Array:
         """Token ids [B, T] -> features [B, T, D]: the table (fixed if frozen), projected."""

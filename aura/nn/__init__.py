@@ -21,6 +21,7 @@ from aura.nn.rope import apply_rope, rope_tables
 from aura.nn.spiking import LIF, SpikingAttention, kwta, spike_fn
 from aura.nn.srwkv import SRWKV, SRWKVBlock
 from aura.nn.transformer import TransformerLM
+from aura.nn.wide import SparseLinear
 from aura.nn.wkv import wkv, wkv_scan, wkv_step
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RouterOutput",
     "RoutingControls",
     "SRWKVBlock",
+    "SparseLinear",
     "SpikingAttention",
     "SpikingLanguageCore",
     "TransformerLM",

@@ -1,7 +1,8 @@
 """A trained MOCA text classifier loaded from a run directory (what ``classify`` uses).
 
 :func:`load_classifier` reads ``<run>/classifier.json`` (labels, tokenizer, model config),
-``<run>/log_idf.npy`` (the pooling prior of the training split) and always the *final*
+``<run>/log_idf.npy`` (the pooling prior of the training split), for a wide-and-deep model
+``<run>/wide_idf.npy`` (the idf of its hashed TF-IDF features) and always the *final*
 checkpoint of the run (the latest step in ``<run>/ckpt``), checked leaf by leaf against the
 model the config describes, so a checkpoint of another configuration names the leaf that
 differs. :meth:`Classifier.predict` returns label, probabilities and confidence per text.
@@ -18,10 +19,13 @@ import ml_collections
 import numpy as np
 
 from aura.data.errors import DataError
+from aura.data.hashed_tfidf import HashedTfidf
 from aura.experiments.moca import pretrained, steps, text_data, textcls
 from aura.experiments.moca.experiment import (
     CLASSIFIER_FILE,
     IDF_FILE,
+    WIDE_IDF_FILE,
+    classifier_logits,
     init_params,
     routing_controls,
 )
@@ -54,6 +58,15 @@ class Classifier:
         self.model_cfg.separator_ids = tuple(self.model_cfg.separator_ids)
         self.log_idf = np.load(os.path.join(run_dir, IDF_FILE), allow_pickle=False)
         self.sp = pretrained.load_text_tokenizer(self.info["tokenizer"])
+        self.wide = None
+        if self.model_cfg.wide_buckets:
+            wide = self.info.get("wide", {})
+            self.wide_top_k = int(wide.get("top_k", 256))
+            self.wide = HashedTfidf.load(
+                os.path.join(run_dir, WIDE_IDF_FILE),
+                self.model_cfg.wide_buckets,
+                int(wide.get("ngrams", 2)),
+            )
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
         self.params, self.step = self._restore(run_dir)
@@ -61,7 +74,8 @@ class Classifier:
 
     def _restore(self, run_dir: str):
         frozen = steps.frozen_params(self.model_cfg)
-        optimizer = steps.make_optimizer(1e-3, 1, 2, 1.0, frozen=frozen)  # the state's structure
+        own = steps.own_rates(self.model_cfg, 1e-3, 0.0)
+        optimizer = steps.make_optimizer(1e-3, 1, 2, 1.0, 0.01, frozen, own)  # state structure
 
         def fresh():
             params = init_params(self.model, 0, self.max_len)
@@ -75,10 +89,8 @@ class Classifier:
             state, _ = ckpt.restore(step, abstract_state=abstract)
         return state.params, step
 
-    def _apply(self, params, tokens, pool_bias):
-        out = self.model.apply({"params": params}, tokens, None, self.controls, tokens != 0,
-                               None, pool_bias)  # fmt: skip
-        return out[0]
+    def _apply(self, params, batch):
+        return classifier_logits(self.model, self.controls, params, batch)
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per text: ``{"label", "confidence", "probs": {label: p}}``.
@@ -90,7 +102,9 @@ class Classifier:
             if not t.strip():
                 raise DataError(f"text {i + 1} is empty; give some text to classify")
         tokens = text_data.encode_texts(self.sp, texts, self.max_len)
-        probs = textcls.predict_proba(self._logits, self.params, tokens, self.log_idf, 16)
+        wide = self.wide and self.wide.transform(texts, self.wide_top_k)
+        inputs = textcls.model_inputs(tokens, self.log_idf, wide)
+        probs = textcls.predict_proba(self._logits, self.params, inputs, 16)
         out = []
         for p in probs:
             best = int(np.argmax(p))
@@ -109,4 +123,5 @@ class Classifier:
                 "max_len": self.max_len, "vocab_size": m.vocab_size, "dim": m.dim,
                 "layers": m.num_layers, "experts": m.num_experts, "top_k": m.top_k,
                 "slots": m.num_slots, "slot_top_k": m.slot_top_k,
-                "use_memory": m.use_memory, "tokenizer": self.info["tokenizer"]}  # fmt: skip
+                "use_memory": m.use_memory, "wide_buckets": m.wide_buckets,
+                "tokenizer": self.info["tokenizer"]}  # fmt: skip

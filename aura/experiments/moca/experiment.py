@@ -14,7 +14,9 @@ Copy evaluation: fixed batches (a pure function of the seed) at lengths drawn in
 and per-sequence accuracy on the answer segment. Text evaluation: accuracy and macro-F1 on the
 eval split; the TF-IDF + logistic-regression baseline on the same split is added to the summary
 when scikit-learn is installed. A text run also writes ``<workdir>/classifier.json`` and
-``<workdir>/log_idf.npy`` (what ``classify`` needs besides the checkpoint).
+``<workdir>/log_idf.npy`` (what ``classify`` needs besides the checkpoint), and for a
+wide-and-deep model (``model.wide_buckets > 0``) ``<workdir>/wide_idf.npy``, the idf of its
+hashed TF-IDF features (their settings are in ``classifier.json``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from aura.nn.moe import RoutingControls
 from aura.train import loop
 from aura.train.metrics import format_line
 
-CLASSIFIER_FILE, IDF_FILE = "classifier.json", "log_idf.npy"
+CLASSIFIER_FILE, IDF_FILE, WIDE_IDF_FILE = "classifier.json", "log_idf.npy", "wide_idf.npy"
 TASKS = ("copy", "copy_original", "textcls")
 COPY_KEYS = ("tokens", "targets", "loss_mask", "offsets")
 
@@ -71,6 +73,11 @@ class RunConfig:
                 f"text.eval_fraction={c.text.eval_fraction} in (0, 1)"
             )
         steps.make_optimizer(c.lr, c.warmup, c.steps, c.clip)  # validates the optimizer values
+        if c.wide_lr <= 0 or c.wide_weight_decay < 0 or c.text.wide_top_k < 1:
+            raise ValueError(
+                f"wide_lr={c.wide_lr} must be > 0, wide_weight_decay={c.wide_weight_decay} >= 0 "
+                f"and text.wide_top_k={c.text.wide_top_k} >= 1"
+            )
         return self
 
 
@@ -127,6 +134,7 @@ class MocaExperiment(loop.Experiment):
                 cfg.data or c.text.data, cfg.workdir, eval_data=cfg.eval_data,
                 tokenizer=cfg.tokenizer, max_len=c.text.max_len, vocab_size=c.text.vocab_size,
                 eval_fraction=c.text.eval_fraction, seed=c.seed, embeddings=c.text.embeddings,
+                wide=(c.model.wide_buckets, c.text.wide_top_k, c.text.wide_ngrams),
             )  # fmt: skip
             self.model_cfg = task_model(c, "textcls", self.text.vocab_size, self.text.num_labels)
             if c.text.embeddings == "minilm":
@@ -134,8 +142,10 @@ class MocaExperiment(loop.Experiment):
             self.seq_len = c.text.max_len
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
-        self.optimizer = steps.make_optimizer(c.lr, c.warmup, c.steps, c.clip, c.weight_decay,
-                                              steps.frozen_params(self.model_cfg))  # fmt: skip
+        self.optimizer = steps.make_optimizer(
+            c.lr, c.warmup, c.steps, c.clip, c.weight_decay, steps.frozen_params(self.model_cfg),
+            steps.own_rates(self.model_cfg, c.wide_lr, c.wide_weight_decay),
+        )  # fmt: skip
         loss = "textcls" if cfg.task == "textcls" else "copy"
         self.train_step = steps.build_train_step(self.model, self.optimizer, c.loss, loss)
         self._eval = jax.jit(steps.build_eval_step(self.model, c.loss, loss))
@@ -264,12 +274,7 @@ class MocaExperiment(loop.Experiment):
     def logits_fn(self):
         model, controls = self.model, self.controls
 
-        def logits(params, tokens, pool_bias):
-            out = model.apply({"params": params}, tokens, None, controls, tokens != 0, None,
-                              pool_bias)  # fmt: skip
-            return out[0]
-
-        return jax.jit(logits)
+        return jax.jit(lambda params, batch: classifier_logits(model, controls, params, batch))
 
     def evaluate_text(self, params) -> dict[str, Any]:
         if not hasattr(self, "_logits"):
@@ -287,9 +292,13 @@ class MocaExperiment(loop.Experiment):
     def write_classifier(self) -> None:
         """What ``classify`` needs next to the checkpoint (written atomically)."""
         d = self.cfg.workdir
+        t = self.cfg.config.text
         info = {"labels": list(self.text.label_names), "tokenizer": self.text.tokenizer_path,
-                "max_len": int(self.cfg.config.text.max_len), "model": self.model_cfg.to_dict(),
-                "seed": int(self.cfg.config.seed)}  # fmt: skip
+                "max_len": int(t.max_len), "model": self.model_cfg.to_dict(),
+                "seed": int(self.cfg.config.seed),
+                "wide": {"top_k": int(t.wide_top_k), "ngrams": int(t.wide_ngrams)}}  # fmt: skip
+        if self.text.wide is not None:
+            self.text.wide.save(os.path.join(d, WIDE_IDF_FILE))
         tmp = os.path.join(d, IDF_FILE + ".tmp.npy")
         np.save(tmp, self.text.log_idf, allow_pickle=False)
         os.replace(tmp, os.path.join(d, IDF_FILE))
@@ -297,6 +306,15 @@ class MocaExperiment(loop.Experiment):
         with open(tmp, "w") as f:
             json.dump(info, f, indent=2, sort_keys=True, default=list)
         os.replace(tmp, os.path.join(d, CLASSIFIER_FILE))
+
+
+def classifier_logits(model: MocaNet, controls, params, batch: dict) -> jax.Array:
+    """Logits [B, L] of a text model for a :func:`textcls.model_inputs` batch (pure)."""
+    tokens = batch["tokens"]
+    wide = (batch["wide_ids"], batch["wide_vals"]) if "wide_ids" in batch else None
+    out = model.apply({"params": params}, tokens, None, controls, tokens != 0, None,
+                      batch["pool_bias"], wide)  # fmt: skip
+    return out[0]
 
 
 def train(cfg: RunConfig, log=print) -> dict:

@@ -54,40 +54,56 @@ def loss_config() -> ml_collections.ConfigDict:
 
 
 def make_optimizer(
-    lr: float, warmup: int, total_steps: int, clip: float, weight_decay=0.01, frozen=()
+    lr: float, warmup: int, total_steps: int, clip: float, weight_decay=0.01, frozen=(), own=None
 ):
     """Gradient clipping, then AdamW with linear warmup and cosine decay to ``lr / 10``.
 
     ``frozen``: top-level parameter names that never change (no update, no weight decay; see
-    :func:`frozen_params`); none by default (the optimizer state is then the plain chain's).
+    :func:`frozen_params`). ``own``: ``{top-level name: (lr, weight_decay)}`` for parameters with
+    their own peak rate and decay (same schedule shape and clipping, e.g. the wide path of a
+    wide-and-deep classifier: a linear model wants a far larger rate than the deep part). With
+    neither, the optimizer state is the plain chain's.
     """
     if lr <= 0 or warmup < 0 or total_steps < 1 or clip <= 0:
         raise ValueError(
             f"optimizer settings lr={lr}, warmup={warmup}, steps={total_steps}, clip={clip}: "
             "need lr > 0, warmup >= 0, steps >= 1, clip > 0"
         )
+    own = dict(own or {})
     warmup = max(warmup, 1)
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(total_steps, warmup + 1), end_value=lr / 10
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(clip), optax.adamw(schedule, weight_decay=weight_decay)
-    )
-    if not frozen:
+
+    def chain(peak, decay):
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, peak, warmup, max(total_steps, warmup + 1), end_value=peak / 10
+        )
+        return optax.chain(
+            optax.clip_by_global_norm(clip), optax.adamw(schedule, weight_decay=decay)
+        )
+
+    tx = chain(lr, weight_decay)
+    if not frozen and not own:
         return tx
 
     def labels(params):
         def label(name, tree):
-            return jax.tree.map(lambda _: "frozen" if name in frozen else "train", tree)
+            group = "frozen" if name in frozen else (name if name in own else "train")
+            return jax.tree.map(lambda _: group, tree)
 
         return {k: label(k, v) for k, v in params.items()}
 
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    groups = {"train": tx, "frozen": optax.set_to_zero()}
+    groups.update({name: chain(*own[name]) for name in own})
+    return optax.multi_transform(groups, labels)
 
 
 def frozen_params(model_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Top-level parameters a model config keeps fixed (``freeze_embed``: the token table)."""
     return ("embed",) if model_cfg.get("freeze_embed", False) else ()
+
+
+def own_rates(model_cfg: ml_collections.ConfigDict, wide_lr: float, wide_decay: float) -> dict:
+    """``{"wide": (lr, weight_decay)}`` for a wide-and-deep model, else ``{}``."""
+    return {"wide": (wide_lr, wide_decay)} if model_cfg.get("wide_buckets", 0) else {}
 
 
 def init_state(model: MocaNet, optimizer, rng: jax.Array, example_tokens: jax.Array) -> MocaState:
@@ -144,8 +160,9 @@ def classification_loss(
 ) -> tuple[jax.Array, Metrics]:
     """Text objective: cross-entropy of the pooled classifier; ``weight`` [B] masks padding rows."""
     tokens = data["tokens"]
+    wide = (data["wide_ids"], data["wide_vals"]) if "wide_ids" in data else None
     logits, _, auxes = model.apply(
-        {"params": params}, tokens, None, controls, tokens != 0, None, data.get("pool_bias")
+        {"params": params}, tokens, None, controls, tokens != 0, None, data.get("pool_bias"), wide
     )
     w = data["weight"].astype(jnp.float32)  # [B]; 0 for rows that only pad the batch
     smooth = cfg.get("label_smoothing", 0.0)

@@ -9,6 +9,11 @@ run of the same workdir, else one trained on the training texts only and saved t
 token arrays. ``TextTask.batch(step)`` is a pure function of the step; ``eval_batches`` covers
 the eval split once with padding rows of weight 0. :func:`evaluate_text` reports accuracy
 and macro-F1; :func:`predict_proba` is what a ``classify`` command calls.
+
+With ``wide_buckets > 0`` each text also gets hashed TF-IDF word 1..``wide_ngrams``-gram
+features (``aura.data.hashed_tfidf``, idf fitted on the training split only; its ``wide_top_k``
+largest weights), the input of the wide path of a wide-and-deep classifier; batches then carry
+``wide_ids``/``wide_vals`` [B, K] beside the tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import jax
 import numpy as np
 
 from aura.data.errors import DataError
+from aura.data.hashed_tfidf import HashedTfidf
 from aura.data.tokenizer import MODEL_FILE, TokenizerConfig, load_tokenizer, train_tokenizer
 from aura.experiments.moca import pretrained, text_data
 from aura.experiments.moca.metrics import accuracy, macro_f1, tfidf_baseline
@@ -39,6 +45,9 @@ class TextTask:
     tokenizer_path: str
     vocab_size: int
     log_idf: np.ndarray  # f32 [V] from the training split (the classifier's pooling prior)
+    wide: HashedTfidf | None = None  # hashed TF-IDF of the training split (wide-and-deep)
+    train_wide: tuple[np.ndarray, np.ndarray] | None = None  # (int32 ids, f32 weights) [N, K]
+    eval_wide: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -57,18 +66,30 @@ class TextTask:
         if word_dropout > 0:
             drop = np.random.default_rng([seed, step, 11]).random(tokens.shape) < word_dropout
             tokens = np.where(drop, 0, tokens)
-        return {
+        out = {
             "tokens": tokens,
             "labels": self.train_labels[idx],
             "weight": np.ones(len(idx), np.float32),
             "pool_bias": self.log_idf[tokens],
         }
+        if self.train_wide is not None:
+            out["wide_ids"], out["wide_vals"] = (a[idx] for a in self.train_wide)
+        return out
+
+    def eval_inputs(self) -> dict[str, np.ndarray]:
+        """The eval split's model inputs (see :func:`model_inputs`)."""
+        return model_inputs(self.eval_tokens, self.log_idf, self.eval_wide)
 
     def eval_batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
         """The eval split in order, the last batch padded with weight-0 rows."""
         batches = _padded_batches(self.eval_tokens, self.eval_labels, batch_size)
-        for b in batches:
+        for i, b in enumerate(batches):
             b["pool_bias"] = self.log_idf[b["tokens"]]
+            if self.eval_wide is not None:
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                pad = batch_size - len(self.eval_labels[rows])
+                ids, vals = (np.pad(a[rows], ((0, pad), (0, 0))) for a in self.eval_wide)
+                b["wide_ids"], b["wide_vals"] = ids, vals
         return batches
 
     def baseline(self, seed: int = 0) -> dict[str, float] | None:
@@ -153,6 +174,7 @@ def prepare_text_task(
     eval_fraction: float = 0.2,
     seed: int = 0,
     embeddings: str = "",
+    wide: tuple[int, int, int] = (0, 0, 2),
     _tfds_module=None,
 ) -> TextTask:
     """Loads, splits, validates and tokenises a classification source.
@@ -169,6 +191,8 @@ def prepare_text_task(
       seed: split seed.
       embeddings: "" (the tokenizer above) or "minilm" (all-MiniLM-L6-v2's WordPiece
         tokenizer, whose word table the model then starts from; ``tokenizer`` must be unset).
+      wide: (hash buckets, kept features per text, n-gram order) of the wide path's TF-IDF
+        features; 0 buckets: none.
 
     Raises:
       DataError: bad files or records, unknown eval labels, too few labels.
@@ -192,6 +216,8 @@ def prepare_text_task(
     else:
         sp, path = tokenizer_for(train.texts, workdir, tokenizer, vocab_size)
     train_tokens = text_data.encode_texts(sp, train.texts, max_len)
+    buckets, top_k, max_n = wide
+    tfidf = HashedTfidf.fit(train.texts, buckets, max_n) if buckets else None
     return TextTask(
         label_names=names,
         train=train,
@@ -203,32 +229,44 @@ def prepare_text_task(
         tokenizer_path=path,
         vocab_size=sp.get_piece_size(),
         log_idf=log_idf(train_tokens, sp.get_piece_size()),
+        wide=tfidf,
+        train_wide=tfidf and tfidf.transform(train.texts, top_k),
+        eval_wide=tfidf and tfidf.transform(evals.texts, top_k),
     )
 
 
-def predict_proba(
-    logits_fn, params, tokens: np.ndarray, log_idf: np.ndarray, batch_size: int = 64
-) -> np.ndarray:
-    """Class probabilities f32 [N, L] for token arrays [N, T].
+def model_inputs(tokens: np.ndarray, log_idf: np.ndarray, wide=None) -> dict[str, np.ndarray]:
+    """What the classifier reads per text: tokens [N, T], their ``pool_bias`` (log idf) [N, T]
+    and, for a wide-and-deep model, ``wide_ids``/``wide_vals`` [N, K] (``wide`` = the pair)."""
+    out = {"tokens": tokens, "pool_bias": log_idf[tokens]}
+    if wide is not None:
+        out["wide_ids"], out["wide_vals"] = wide
+    return out
 
-    ``logits_fn(params, tokens [B, T], pool_bias [B, T]) -> [B, L]`` (jitted by the caller);
-    ``log_idf`` is the run's pooling prior (:func:`log_idf` of its training split).
+
+def predict_proba(logits_fn, params, inputs: dict[str, np.ndarray], batch_size: int = 64):
+    """Class probabilities f32 [N, L] for :func:`model_inputs` ``inputs`` (arrays [N, ...]).
+
+    ``logits_fn(params, batch) -> [B, L]`` (jitted by the caller) reads a dict with the same
+    keys, ``batch_size`` rows each (the last chunk padded: one compiled shape).
     """
-    out = []
-    for start in range(0, len(tokens), batch_size):
-        chunk = tokens[start : start + batch_size]
-        n = len(chunk)
-        chunk = np.pad(chunk, ((0, batch_size - n), (0, 0)))  # one compiled shape
-        logits = logits_fn(params, chunk, log_idf[chunk])
-        out.append(np.asarray(jax.nn.softmax(logits, axis=-1))[:n])
-    if not out:
+    n_all = len(inputs["tokens"])
+    if n_all == 0:
         raise DataError("nothing to classify: no texts given")
+    out = []
+    for start in range(0, n_all, batch_size):
+        chunk = {k: v[start : start + batch_size] for k, v in inputs.items()}
+        n = len(chunk["tokens"])
+        pad = batch_size - n
+        chunk = {k: np.pad(v, ((0, pad), (0, 0))) for k, v in chunk.items()}  # [B, ...]
+        logits = logits_fn(params, chunk)
+        out.append(np.asarray(jax.nn.softmax(logits, axis=-1))[:n])
     return np.concatenate(out)
 
 
 def evaluate_text(logits_fn, params, task: TextTask, batch_size: int = 64) -> dict[str, float]:
     """Accuracy and macro-F1 of the model on the eval split."""
-    probs = predict_proba(logits_fn, params, task.eval_tokens, task.log_idf, batch_size)
+    probs = predict_proba(logits_fn, params, task.eval_inputs(), batch_size)
     preds = probs.argmax(-1)
     return {
         "accuracy": accuracy(task.eval_labels, preds),
