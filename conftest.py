@@ -14,13 +14,6 @@ if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# XLA:CPU's per-step temporaries stay in the heap instead of being mapped and unmapped each step
-# (aura.host_alloc); first, before numpy or jax starts a thread. Commands started as subprocesses
-# apply it themselves (aura.build).
-from aura.host_alloc import keep_freed_host_memory  # noqa: E402
-
-keep_freed_host_memory()
-
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402

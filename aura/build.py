@@ -81,8 +81,6 @@ def _parse_error(err: Exception) -> str:
 
 def run(argv: list[str]) -> None:
     """Parses ``argv[2:]`` for the command ``argv[1]`` and runs its ``main``."""
-    # before the command's imports start numpy's and XLA's threads (see aura.host_alloc)
-    keep_freed_host_memory()
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if len(argv) >= 2 else 2)
@@ -117,8 +115,10 @@ def run(argv: list[str]) -> None:
 
 def main() -> None:
     """The ``aura`` console script."""
+    keep_freed_host_memory()  # before any import starts numpy's or XLA's threads
     run(sys.argv[:1] + sys.argv[1:])
 
 
 if __name__ == "__main__":
+    keep_freed_host_memory()  # before any import starts numpy's or XLA's threads
     run(sys.argv)

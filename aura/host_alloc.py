@@ -11,10 +11,12 @@ a freed block stays in the heap and the next step reuses its pages (see the READ
 measured effect).
 
 `keep_freed_host_memory` applies that with ``mallopt``. It must run before any other thread
-allocates -- first thing in a process, before numpy or jax is imported: `aura.build` and the
-test suite's ``conftest.py`` call it. Trade-off: up to ``trim_threshold`` bytes of freed memory
-stay mapped to the process instead of going back to the OS, and all threads share one arena
-(glibc's per-thread caches still serve small allocations without the lock).
+allocates -- first thing in a process, before numpy or jax is imported: the entry points of
+`aura.build` call it (a library import never changes the process's allocator; the test suite
+leaves it alone, its small steps gain nothing, and the commands it starts apply it).
+Trade-off: up to ``trim_threshold`` bytes of freed memory stay mapped to the process instead of
+going back to the OS, and all threads share one arena (glibc's per-thread caches still serve
+small allocations without the lock).
 
 It does nothing when the C library is not glibc, when any ``MALLOC_*`` environment variable is
 set (the user's own tuning wins) or when ``AURA_MALLOC=system``.
