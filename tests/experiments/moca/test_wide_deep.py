@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,10 @@ from aura.experiments.moca.classifier import Classifier
 from aura.experiments.moca.experiment import MocaExperiment, RunConfig, task_model, train
 from aura.models.moca import MocaNet
 from aura.nn.moe import RoutingControls
+from tests.commands.conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import ablate_moca  # noqa: E402
 
 F = 64
 
@@ -71,6 +76,14 @@ def test_the_wide_path_trains_at_its_own_rate():
     np.testing.assert_allclose(moved["head"]["kernel"], 1e-4, rtol=1e-3)
     m.wide_buckets = 0
     assert steps.own_rates(m, 0.5, 0.0) == {}
+
+
+def test_text_ablation_variants_turn_off_one_path_of_the_textcls_preset():
+    base = presets.get_config("textcls")
+    assert base.model.wide_buckets == 1 << 18 and base.model.deep_scale == 1.0
+    assert ablate_moca.variant_config(base, "wide_only").model.deep_scale == 0.0
+    assert ablate_moca.variant_config(base, "moca_only").model.wide_buckets == 0
+    assert base.model.wide_buckets == 1 << 18  # untouched
 
 
 def _jsonl(path, n: int = 40) -> None:
