@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import platform
 
 __all__ = ["keep_freed_host_memory"]
 
@@ -36,6 +35,14 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
+
+
+def _is_glibc() -> bool:
+    """Whether this process runs on glibc (its confstr names it; musl and macOS do not)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def keep_freed_host_memory(trim_threshold: int = 2 << 30, top_pad: int = 64 << 20) -> bool:
@@ -53,7 +60,7 @@ def keep_freed_host_memory(trim_threshold: int = 2 << 30, top_pad: int = 64 << 2
         return False
     if any(k.startswith("MALLOC_") for k in os.environ) or "GLIBC_TUNABLES" in os.environ:
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
