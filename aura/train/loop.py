@@ -2,9 +2,9 @@
 
 An experiment (:class:`Experiment`) says what to train; the loop does everything around it:
 
-* resume: latest checkpoint in ``<workdir>/ckpt`` -> ``LoopConfig.restore`` (another run's
-  checkpoint directory) -> a fresh :meth:`Experiment.init_state`; the restored tree is checked
-  leaf by leaf against the experiment's (a checkpoint from another config names the leaf);
+* resume: latest checkpoint in ``<workdir>/ckpt`` -> ``LoopConfig.restore`` (another run's) -> a
+  fresh :meth:`Experiment.init_state`; the restored tree is checked leaf by leaf against the
+  experiment's :meth:`Experiment.stored_state` (another config's checkpoint names the leaf);
 * the device mesh: the state is created (or restored) straight into its shardings (logical axis
   names + rules, see ``sharding``), the step is one ``jax.jit`` with in/out shardings that
   donates the old state, batches are split over the mesh's data axes (each process feeding its
@@ -162,6 +162,15 @@ class Experiment:
     def on_save(self, state: Any, step: int) -> None:
         """Called after each checkpoint (e.g. to save experts on their own)."""
 
+    def stored_state(self, state: Any) -> Any:
+        """What a checkpoint holds (default: all; pure, also applied to the abstract state): leave
+        out what never changes and can be rebuilt (a frozen table); :meth:`full_state` adds it."""
+        return state
+
+    def full_state(self, stored: Any) -> Any:
+        """The whole state from a restored :meth:`stored_state`."""
+        return stored
+
     def meta(self) -> dict[str, Any]:
         """JSON config stored with every checkpoint (compared on resume)."""
         return {}
@@ -224,9 +233,9 @@ class _Runner:
         if src is None and cfg.restore:
             src = TrainCheckpointer(checkpoint_dir(cfg.restore), read_only=True)
         if src is None:
-            state, _ = sharding.create_sharded(exp.init_state, self.mesh, self.rules)
-            return state, 0
-        state, meta = src.restore(abstract_state=abstract)
+            return sharding.create_sharded(exp.init_state, self.mesh, self.rules)[0], 0
+        stored, meta = src.restore(abstract_state=exp.stored_state(abstract))
+        state = jax.device_put(exp.full_state(stored), self.state_sh)
         step = int(meta.get("step", src.latest_step()))
         if src is self.ckpt:
             self.history = list(meta.get("history", []))
@@ -267,7 +276,7 @@ class _Runner:
             "period": self.period_acc.to_json(),
             "input": sharding.gather_json(self.exp.input_state()),
         }
-        if self.ckpt.save(step, state, meta, force=force):
+        if self.ckpt.save(step, self.exp.stored_state(state), meta, force=force):
             self.exp.on_save(state, step)
 
     def wall_s(self) -> float:
@@ -299,9 +308,8 @@ class _Runner:
 def run(exp: Experiment, cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs (or resumes) ``exp`` for ``cfg.total_steps`` steps; returns the run's summary.
 
-    The summary has ``steps``, ``start_step``, ``wall_s``, ``interrupted``, ``workdir``,
-    ``history`` (the evaluation records), ``train`` (the last log line's values) and whatever
-    :meth:`Experiment.summary` adds.
+    The summary has ``steps``, ``start_step``, ``wall_s``, ``interrupted``, ``workdir``, ``history``
+    (evaluation records), ``train`` (the last log line) and what :meth:`Experiment.summary` adds.
 
     Raises:
       RunLockedError: another process writes ``cfg.workdir``.
@@ -385,15 +393,8 @@ def _run(r: _Runner) -> dict[str, Any]:
                 interrupted = True
                 break
     r.ckpt.wait()
-    result = {
-        "steps": done,
-        "start_step": start,
-        "wall_s": round(r.wall_s(), 2),
-        "interrupted": interrupted,
-        "workdir": cfg.workdir,
-        "devices": int(r.mesh.size),
-        "train": last_line,
-        "history": r.history,
-    }
+    result = {"steps": done, "start_step": start, "wall_s": round(r.wall_s(), 2),
+              "interrupted": interrupted, "workdir": cfg.workdir, "devices": int(r.mesh.size),
+              "train": last_line, "history": r.history}  # fmt: skip
     result.update(exp.summary(state, r.history))
     return result

@@ -90,6 +90,9 @@ def test_textcls_with_a_frozen_minilm_table_then_classify(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((work / "classifier.json").read_text())
     assert info["tokenizer"].endswith("tokenizer.json") and info["model"]["embed_dim"] == 384
+    # The frozen 30,522 x 384 table (47 MB) is left out of every checkpoint.
+    assert info["frozen_table"] == "minilm"
+    assert max(f.stat().st_size for f in (work / "ckpt").rglob("*") if f.is_file()) < 5e6
     # The checkpoint's optimizer state (frozen table) restores; WordPiece encodes the text.
     pred = aura("classify", f"--ckpt={work}", "--text=open the file in this directory")
     assert pred.returncode == 0, pred.stderr[-3000:]

@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from aura.train import loop
+from aura.train.checkpoint import TrainCheckpointer
 from aura.train.optim import TrainState
 from aura.train.rundir import RunLock, RunLockedError
 
@@ -53,6 +54,22 @@ class Toy(loop.Experiment):
         return {"lr": 0.1}
 
 
+class ToyWithTable(Toy):
+    """Toy whose state also holds a constant table that the checkpoints leave out."""
+
+    def init_state(self):
+        return {**super().init_state(), "table": jnp.arange(6.0)}
+
+    def stored_state(self, state):
+        return {k: v for k, v in state.items() if k != "table"}
+
+    def full_state(self, stored):
+        return {**stored, "table": jnp.arange(6.0)}
+
+    def evaluate(self, state, step, train):
+        return {**super().evaluate(state, step, train), "table": float(state["table"].sum())}
+
+
 def cfg(workdir, total=12, **kw):
     return loop.LoopConfig(str(workdir), total, eval_every=4, log_every=2, save_every=2,
                            tensorboard=False, **kw)  # fmt: skip
@@ -76,6 +93,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, sto
     assert again["history"] == full["history"]
     # metrics.jsonl: every step's train row and every evaluation exactly once
     assert [r["step"] for r in rows(tmp_path / "b")] == [r["step"] for r in rows(tmp_path / "a")]
+
+
+def test_state_left_out_of_checkpoints_is_rebuilt_on_resume(tmp_path, monkeypatch, stop_after):
+    full = loop.run(ToyWithTable(), cfg(tmp_path / "a"), log=lambda s: None)
+    monkeypatch.setattr(loop, "PreemptionGuard", stop_after(6))
+    loop.run(ToyWithTable(), cfg(tmp_path / "b"), log=lambda s: None)
+    monkeypatch.undo()
+    again = loop.run(ToyWithTable(), cfg(tmp_path / "b"), log=lambda s: None)
+    assert again["history"] == full["history"] and full["history"][-1]["table"] == 15.0
+    # The checkpoint holds exactly the tree without the table.
+    with TrainCheckpointer(str(tmp_path / "b" / "ckpt"), read_only=True) as ckpt:
+        stored, _ = ckpt.restore(abstract_state=jax.eval_shape(Toy().init_state))
+    assert "table" not in stored
 
 
 def test_rows_after_the_restored_step_are_dropped_on_resume(tmp_path):

@@ -26,8 +26,10 @@ from aura.experiments.moca.experiment import (
     IDF_FILE,
     WIDE_IDF_FILE,
     classifier_logits,
+    full_view,
     init_params,
     routing_controls,
+    stored_view,
 )
 from aura.models.moca import MocaNet, moca_config
 from aura.train.checkpoint import CheckpointError, TrainCheckpointer, checkpoint_dir
@@ -81,13 +83,15 @@ class Classifier:
             params = init_params(self.model, 0, self.max_len)
             return steps.MocaState(params, optimizer.init(params))
 
-        abstract = jax.eval_shape(fresh)
+        # runs before the frozen table left the checkpoints have no "frozen_table": theirs hold it
+        frozen_table = self.info.get("frozen_table")
+        abstract = stored_view(jax.eval_shape(fresh), frozen_table)
         with TrainCheckpointer(checkpoint_dir(run_dir), read_only=True) as ckpt:
             if ckpt.latest_step() is None:
                 raise CheckpointError(f"no checkpoint found in {run_dir}")
             step = ckpt.latest_step()
             state, _ = ckpt.restore(step, abstract_state=abstract)
-        return state.params, step
+        return full_view(state, frozen_table).params, step
 
     def _apply(self, params, batch):
         return classifier_logits(self.model, self.controls, params, batch)

@@ -115,6 +115,23 @@ def init_params(model: MocaNet, seed: int, seq_len: int):
     return model.init(jax.random.key(seed), jnp.zeros((2, seq_len), jnp.int32))["params"]
 
 
+def stored_view(state: steps.MocaState, frozen_table: str | None) -> steps.MocaState:
+    """What a checkpoint holds: the state without the token table when that is a frozen
+    pretrained one (``frozen_table="minilm"``: 30,522 x 384 f32, 47 MB a checkpoint, never
+    changed by training); :func:`full_view` rebuilds it from the installed package."""
+    if not frozen_table:
+        return state
+    return state.replace(params={k: v for k, v in state.params.items() if k != "embed"})
+
+
+def full_view(state: steps.MocaState, frozen_table: str | None) -> steps.MocaState:
+    """The state from a :func:`stored_view` (the frozen table put back)."""
+    if not frozen_table:
+        return state
+    table = jnp.asarray(pretrained.minilm_word_table())  # [V, 384]
+    return state.replace(params={**state.params, "embed": {"embedding": table}})
+
+
 class MocaExperiment(loop.Experiment):
     """Copy or text classification; state :class:`steps.MocaState`."""
 
@@ -140,6 +157,9 @@ class MocaExperiment(loop.Experiment):
             if c.text.embeddings == "minilm":
                 self.model_cfg.embed_dim = pretrained.MINILM_WIDTH
             self.seq_len = c.text.max_len
+        # a frozen pretrained table stays out of the checkpoints (stored_view)
+        minilm = cfg.task == "textcls" and c.text.embeddings == "minilm"
+        self.frozen_table = "minilm" if minilm and self.model_cfg.freeze_embed else None
         self.model = MocaNet(self.model_cfg)
         self.controls = routing_controls(self.model_cfg)
         self.optimizer = steps.make_optimizer(
@@ -158,6 +178,12 @@ class MocaExperiment(loop.Experiment):
             table = pretrained.minilm_word_table()  # [V, 384]
             params = {**params, "embed": {"embedding": jnp.asarray(table)}}
         return steps.MocaState(params, self.optimizer.init(params))
+
+    def stored_state(self, state):
+        return stored_view(state, self.frozen_table)
+
+    def full_state(self, stored):
+        return full_view(stored, self.frozen_table)
 
     def batch(self, step: int):
         c = self.cfg.config
@@ -295,7 +321,7 @@ class MocaExperiment(loop.Experiment):
         t = self.cfg.config.text
         info = {"labels": list(self.text.label_names), "tokenizer": self.text.tokenizer_path,
                 "max_len": int(t.max_len), "model": self.model_cfg.to_dict(),
-                "seed": int(self.cfg.config.seed),
+                "seed": int(self.cfg.config.seed), "frozen_table": self.frozen_table,
                 "wide": {"top_k": int(t.wide_top_k), "ngrams": int(t.wide_ngrams)}}  # fmt: skip
         if self.text.wide is not None:
             self.text.wide.save(os.path.join(d, WIDE_IDF_FILE))

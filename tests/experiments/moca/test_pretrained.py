@@ -12,7 +12,13 @@ import pytest
 from aura.configs import moca as presets
 from aura.data.errors import DataError
 from aura.experiments.moca import pretrained, steps
-from aura.experiments.moca.experiment import MocaExperiment, RunConfig, task_model
+from aura.experiments.moca.experiment import (
+    MocaExperiment,
+    RunConfig,
+    full_view,
+    stored_view,
+    task_model,
+)
 from aura.models.moca import MocaNet
 from aura.models.sentence_encoder import default_encoder_dir
 from aura.nn.moe import RoutingControls
@@ -88,3 +94,16 @@ def test_minilm_embeddings_tokenize_with_wordpiece_and_start_from_its_table(tmp_
     with pytest.raises(ValueError, match="embeddings"):
         c.text.embeddings = "glove"
         MocaExperiment(RunConfig("textcls", str(tmp_path / "w2"), c, data=str(path)))
+
+
+def test_a_frozen_minilm_table_stays_out_of_checkpoints_and_comes_back():
+    pytest.importorskip("all_minilm_l6_v2")
+    table = pretrained.minilm_word_table()  # [V, 384]
+    params = {"embed": {"embedding": jnp.zeros(table.shape)}, "head": {"kernel": jnp.ones(3)}}
+    state = steps.MocaState(params, ())
+    stored = stored_view(state, "minilm")
+    assert set(stored.params) == {"head"}
+    assert stored_view(state, None) is state and full_view(stored, None) is stored
+    back = full_view(stored, "minilm")
+    np.testing.assert_array_equal(back.params["embed"]["embedding"], table)
+    np.testing.assert_array_equal(back.params["head"]["kernel"], params["head"]["kernel"])
