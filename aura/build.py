@@ -120,5 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    keep_freed_host_memory()  # before any import starts numpy's or XLA's threads
-    run(sys.argv)
+    main()

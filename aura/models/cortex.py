@@ -165,7 +165,7 @@ class Reasoner(nn.Module):
         else:
             hidden = matched_dense_hidden(self.width, self.num_experts, self.expert_layers,
                                           self.expert_hidden, self.shared_experts,
-                                          self.gate_in(self.dim))  # fmt: skip
+                                          self.gate_in())  # fmt: skip
             self.block = ResidualMLP(hidden, self.expert_layers, name="dense")
         self.out_norm = nn.LayerNorm(epsilon=1e-6, name="out_norm")
         zeros = nn.initializers.zeros
@@ -212,9 +212,9 @@ class Reasoner(nn.Module):
         return self.block.compute_gate_weights(self.input_proj(x), self._controls(),
                                                self._gate_features(x)).probs  # fmt: skip
 
-    def gate_in(self, dim: int) -> int | None:
+    def gate_in(self) -> int | None:
         """Width of the gate's features (None: the block width W)."""
-        return dim if self.route_on == "question" else None
+        return self.dim if self.route_on == "question" else None
 
     def _gate_features(self, x: jax.Array) -> jax.Array | None:
         """The question half of the branch input [B, D] when routing on it, else None."""

@@ -56,12 +56,7 @@ def cosine(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 def make_reasoner(cfg: CortexConfig, dim: int, kind: str) -> Reasoner:
     """The reasoner of ``kind`` ("moe" or "dense") from the config."""
-    r = cfg.reasoner
-    return Reasoner(dim=dim, kind=kind, width=r.width, num_experts=r.num_experts,
-                    expert_layers=r.expert_layers, expert_hidden=r.expert_hidden, top_k=r.top_k,
-                    capacity_factor=r.capacity_factor, shared_experts=r.shared_experts,
-                    route_on=r.route_on, input_noise=r.input_noise,
-                    dropout=r.dropout)  # fmt: skip
+    return Reasoner(dim=dim, kind=kind, **dataclasses.asdict(cfg.reasoner))
 
 
 class Phase2Experiment(loop.Experiment):

@@ -141,7 +141,7 @@ def train_reasoner(cfg, data, final1, workdir, kind, mesh, tb=True, log=print) -
     out["params_total"] = sum(int(np.size(x)) for x in jax.tree.leaves(exp.final["params"]))
     out["params_block"] = block_params(kind, r.width, r.num_experts, r.expert_layers,
                                        r.expert_hidden, r.shared_experts,
-                                       exp.model.gate_in(data.dim))  # fmt: skip
+                                       exp.model.gate_in())  # fmt: skip
     out["train_wall_s"] = res["wall_s"]
     out["selected_step"] = res["selected_step"]  # the dev-selected step (see phase2)
     out["dev_close_answer_mean"] = res["dev_close_answer_mean"]  # what it was selected on

@@ -124,12 +124,14 @@ def stored_view(state: steps.MocaState, frozen_table: str | None) -> steps.MocaS
     return state.replace(params={k: v for k, v in state.params.items() if k != "embed"})
 
 
+def with_minilm_table(params: dict) -> dict:
+    """``params`` with MiniLM's word table [V, 384] as the token table."""
+    return {**params, "embed": {"embedding": jnp.asarray(pretrained.minilm_word_table())}}
+
+
 def full_view(state: steps.MocaState, frozen_table: str | None) -> steps.MocaState:
     """The state from a :func:`stored_view` (the frozen table put back)."""
-    if not frozen_table:
-        return state
-    table = jnp.asarray(pretrained.minilm_word_table())  # [V, 384]
-    return state.replace(params={**state.params, "embed": {"embedding": table}})
+    return state.replace(params=with_minilm_table(state.params)) if frozen_table else state
 
 
 class MocaExperiment(loop.Experiment):
@@ -175,8 +177,7 @@ class MocaExperiment(loop.Experiment):
     def init_state(self):
         params = init_params(self.model, self.cfg.config.seed, self.seq_len)
         if self.cfg.task == "textcls" and self.cfg.config.text.embeddings == "minilm":
-            table = pretrained.minilm_word_table()  # [V, 384]
-            params = {**params, "embed": {"embedding": jnp.asarray(table)}}
+            params = with_minilm_table(params)
         return steps.MocaState(params, self.optimizer.init(params))
 
     def stored_state(self, state):

@@ -14,6 +14,7 @@ kind from a saved path (``classify`` reads it from ``classifier.json``).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -48,9 +49,13 @@ def minilm_tokenizer() -> tuple[WordPiece, str]:
     return WordPiece(path), path
 
 
+@functools.cache
 def minilm_word_table() -> np.ndarray:
-    """MiniLM's word-embedding table, f32 [V, 384] (row = WordPiece id)."""
-    return word_embeddings()
+    """MiniLM's word-embedding table, f32 [V, 384] (row = WordPiece id), read once per process
+    (a fresh state, a restore and ``classify`` share it; read-only)."""
+    table = word_embeddings()
+    table.setflags(write=False)
+    return table
 
 
 def load_text_tokenizer(path: str):

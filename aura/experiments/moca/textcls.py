@@ -82,15 +82,9 @@ class TextTask:
 
     def eval_batches(self, batch_size: int) -> list[dict[str, np.ndarray]]:
         """The eval split in order, the last batch padded with weight-0 rows."""
-        batches = _padded_batches(self.eval_tokens, self.eval_labels, batch_size)
-        for i, b in enumerate(batches):
-            b["pool_bias"] = self.log_idf[b["tokens"]]
-            if self.eval_wide is not None:
-                rows = slice(i * batch_size, (i + 1) * batch_size)
-                pad = batch_size - len(self.eval_labels[rows])
-                ids, vals = (np.pad(a[rows], ((0, pad), (0, 0))) for a in self.eval_wide)
-                b["wide_ids"], b["wide_vals"] = ids, vals
-        return batches
+        n = len(self.eval_labels)
+        rows = {**self.eval_inputs(), "labels": self.eval_labels, "weight": np.ones(n, np.float32)}
+        return [_pad_rows(rows, s, batch_size)[0] for s in range(0, n, batch_size)]
 
     def baseline(self, seed: int = 0) -> dict[str, float] | None:
         """TF-IDF + logistic regression on the same split (None without scikit-learn)."""
@@ -104,20 +98,12 @@ class TextTask:
         )
 
 
-def _padded_batches(tokens, labels, batch_size):
-    out = []
-    for start in range(0, len(labels), batch_size):
-        t, y = tokens[start : start + batch_size], labels[start : start + batch_size]
-        n = len(y)
-        pad = batch_size - n
-        out.append(
-            {
-                "tokens": np.pad(t, ((0, pad), (0, 0))),
-                "labels": np.pad(y, (0, pad)),
-                "weight": np.pad(np.ones(n, np.float32), (0, pad)),
-            }
-        )
-    return out
+def _pad_rows(arrays: dict[str, np.ndarray], start: int, size: int):
+    """Rows ``start:start+size`` of every array [N, ...], zero-padded to ``size`` rows (one
+    compiled shape); returns (the padded dict, the number of real rows)."""
+    rows = {k: v[start : start + size] for k, v in arrays.items()}
+    n = len(next(iter(rows.values())))
+    return {k: np.pad(v, [(0, size - n)] + [(0, 0)] * (v.ndim - 1)) for k, v in rows.items()}, n
 
 
 def log_idf(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -255,10 +241,7 @@ def predict_proba(logits_fn, params, inputs: dict[str, np.ndarray], batch_size: 
         raise DataError("nothing to classify: no texts given")
     out = []
     for start in range(0, n_all, batch_size):
-        chunk = {k: v[start : start + batch_size] for k, v in inputs.items()}
-        n = len(chunk["tokens"])
-        pad = batch_size - n
-        chunk = {k: np.pad(v, ((0, pad), (0, 0))) for k, v in chunk.items()}  # [B, ...]
+        chunk, n = _pad_rows(inputs, start, batch_size)  # [B, ...]
         logits = logits_fn(params, chunk)
         out.append(np.asarray(jax.nn.softmax(logits, axis=-1))[:n])
     return np.concatenate(out)
