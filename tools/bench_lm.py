@@ -17,6 +17,9 @@ LayerNorm). Same D and L; the Transformer's MLP width is solved so the parameter
    its own process; the processes take one step each in turn on the same real-text batches
    from the same initial parameters. Reports s/step, tokens/s, MFU and the loss of every step
    (the loss curves must agree).
+0b. Pretraining end to end, old code vs new (`lm_bench_e2e.py`): the demo's corpus, each tree
+   with its own input pipeline, train step and host allocator, steps alternating; real / padded
+   tokens/s, MFU and held-out loss curves compared at equal real tokens.
 1. Training tokens/s: jitted forward + backward + AdamW update on random tokens, at T = 512 and
    T = 2048 with the same batch for both models; medians over --repeats after two warm-up steps.
 2. Generation latency per token (batch 1, greedy, a jitted step called once per token with its
@@ -63,6 +66,7 @@ import numpy as np
 from flops import add_peak_flag, compiled_flops, parse_peak  # noqa: E402
 from lm_bench_adapter import BASELINE_REV, bench_adapter  # noqa: E402
 from lm_bench_bpc import bench_bpc, prepare_text  # noqa: E402
+from lm_bench_e2e import add_flags, bench_e2e, e2e_ratios, fill_defaults  # noqa: E402
 from lm_bench_models import (  # noqa: E402
     SRWKVLM,
     VARIANTS,
@@ -76,6 +80,8 @@ from lm_bench_models import (  # noqa: E402
 from aura.nn.transformer import TransformerLM
 
 GEN_TARGET, BPC_TARGET, ADAPTER_TARGET = 1.1, 1.05, 3.0
+DEMO = {"demo_steps": (16, 4), "demo_warmup": (2, 1), "demo_batch": (16, 4),
+        "demo_seq": (128, 32), "demo_vocab": (4000, 4000)}  # fmt: skip
 NOTES = [
     "models: token embedding -> core -> bias-free head; equal D and L; the Transformer's MLP "
     "width is solved so the parameter counts match",
@@ -232,22 +238,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--demo_baseline_rev", default=BASELINE_REV, help="git revision of 'old'")
     hint = "extra 'new' variants for section 0: comma list of adapter config key=value"
     ap.add_argument("--demo_extra", default="wkv_impl=chunked", help=hint)
-    for key, val, hint in (("demo_steps", 16, 4), ("demo_warmup", 2, 1), ("demo_batch", 16, 4),
-                           ("demo_seq", 128, 32), ("demo_vocab", 4000, 4000)):  # fmt: skip
+    for key, (val, hint) in DEMO.items():
         ap.add_argument(f"--{key}", type=int, default=None, help=f"default {val} (--quick {hint})")
+    add_flags(ap)
     ap.add_argument("--seed", type=int, default=0)
-    hint = "comma list of sections to skip: adapter,train,gen,bpc"
-    ap.add_argument("--skip", default="", help=hint)
+    ap.add_argument("--skip", default="", help="comma list of: adapter,e2e,train,gen,bpc")
     args = ap.parse_args(argv)
     try:
         args.peak = parse_peak(args.peak_flops)
     except ValueError as e:
         ap.error(str(e))
-    demo = {"demo_steps": (16, 4), "demo_warmup": (2, 1), "demo_batch": (16, 4),
-            "demo_seq": (128, 32), "demo_vocab": (4000, 4000)}  # fmt: skip
-    for key, (full, quick) in demo.items():
+    for key, (full, quick) in DEMO.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
+    fill_defaults(args)
     args.preset = "tiny" if args.quick else "demo"
     preset = QUICK if args.quick else FULL
     for key, val in preset.items():
@@ -327,6 +331,9 @@ def main(argv=None) -> dict:
     if "adapter" not in args.skip:
         print(f"adapter train step, old ({args.demo_baseline_rev[:10]}) vs new:", flush=True)
         res["adapter"] = bench_adapter(args, args.peak)
+    if "e2e" not in args.skip:
+        print(f"pretraining end to end, old ({args.demo_baseline_rev[:10]}) vs new:", flush=True)
+        res["e2e"] = bench_e2e(args, args.peak)
     with tempfile.TemporaryDirectory(prefix="bench_lm_") as tmp:
         data = prepare_text(args, tmp) if "bpc" not in args.skip else None
         vocab = data["vocab"] if data else args.vocab
@@ -357,6 +364,8 @@ def main(argv=None) -> dict:
                 ratios[f"adapter_tokens_per_s_{name}_over_old"] = row["speedup_vs_old"]
                 ratios[f"adapter_max_abs_loss_diff_{name}_vs_old"] = row["max_abs_loss_diff_vs_old"]
         met["adapter_new_speedup_ge_3"] = res["adapter"]["new"]["speedup_vs_old"] >= ADAPTER_TARGET
+    if "e2e" in res:
+        ratios, met = (a | b for a, b in zip((ratios, met), e2e_ratios(res["e2e"]), strict=True))
     for t in args.train_lens if "train" in res else []:
         s, f = res["train"]["srwkv"][str(t)], res["train"]["transformer"][str(t)]
         ratios[f"train_tokens_per_s_srwkv_over_transformer_T{t}"] = (
