@@ -1,7 +1,7 @@
 """Tunes the hybrid retrieval's fusion on the memory development set (and only there).
 
     python tools/tune_memory.py --dialogues aura/memory/assets/memory_dev.jsonl \
-        --json checkpoints/tune_memory.json [--stage fine]
+        --json checkpoints/tune_memory.json [--stage fine|masked|wm]
 
 Builds each dialogue's store and index once, embeds every text once, then scores a grid of
 weighted-sum and reciprocal-rank-fusion configs on all questions. Prints the best configs of each
@@ -39,8 +39,19 @@ def fine_grid() -> list[FusionConfig]:
     for ent, th, rec in itertools.product((0.0, 0.1, 0.2, 0.3), (0.45, 0.5, 0.55, 0.6), (0.0, 0.1)):
         out.append(
             FusionConfig("weighted", 1.0, 0.0, rec, 0.0, 604800.0, entity=ent,
-                         supersede=True, supersede_threshold=th)
+                         masked=0.0, supersede=True, supersede_threshold=th)
         )  # fmt: skip
+    return out
+
+
+def masked_grid() -> list[FusionConfig]:
+    """Fourth stage: the entity-masked cue's weight (`aura.memory.masked`) with the entity cue
+    and the supersession threshold."""
+    out = []
+    for m, ent, th in itertools.product(
+        (0.0, 0.25, 0.5, 0.75), (0.2,), (0.35, 0.4, 0.45, 0.5, 0.55)
+    ):
+        out.append(FusionConfig(entity=ent, masked=m, supersede_threshold=th))
     return out
 
 
@@ -51,10 +62,10 @@ def grid() -> list[FusionConfig]:
         for tau in (86400.0, 604800.0) if rec else (86400.0,):
             out.append(
                 FusionConfig("weighted", 1.0, lex, rec, 0.0, tau, supersede=sup,
-                             supersede_threshold=0.5)
+                             supersede_threshold=0.5, masked=0.0)
             )  # fmt: skip
     for lex, rec in itertools.product((0.0, 0.25, 0.5, 1.0), (0.0, 0.1, 0.25)):
-        out.append(FusionConfig("rrf", 1.0, lex, rec, 0.0, 86400.0, rrf_k=60.0))
+        out.append(FusionConfig("rrf", 1.0, lex, rec, 0.0, 86400.0, rrf_k=60.0, masked=0.0))
     return out
 
 
@@ -77,7 +88,7 @@ def score_grid(dialogues, encoder, configs) -> list[dict]:
                 os.path.join(tmp, f"{d.id}.db"), encoder_name=encoder.name, dim=encoder.dim
             )
             turn_of = {i: n for n, i in enumerate(_fill(store, d, e, times, LinkConfig()))}
-            index = HippocampalIndex(store)
+            index = HippocampalIndex(store, encoder=encoder)
             texts_n = [normalize_answer(t.text) for t in d.turns]
             kinds += [q.kind for q in d.questions]
             for c, cfg in enumerate(configs):
@@ -154,14 +165,15 @@ def main() -> None:
     p.add_argument(
         "--encoder", default=None, help="sentence-transformers directory (default MiniLM)"
     )
-    p.add_argument("--stage", choices=("coarse", "fine", "wm"), default="coarse")
+    p.add_argument("--stage", choices=("coarse", "fine", "masked", "wm"), default="coarse")
     p.add_argument("--wm_dialogues", type=int, default=3, help="dialogues for --stage wm")
     args = p.parse_args()
     if args.stage == "wm":
         return tune_wm(args)
     dialogues, problems = read_dialogues(args.dialogues)
     encoder = load_sentence_encoder(args.encoder)
-    results = score_grid(dialogues, encoder, grid() if args.stage == "coarse" else fine_grid())
+    grids = {"coarse": grid, "fine": fine_grid, "masked": masked_grid}
+    results = score_grid(dialogues, encoder, grids[args.stage]())
     best = {}
     for method in sorted({r["config"]["method"] for r in results}):
         rows = sorted(

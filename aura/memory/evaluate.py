@@ -48,9 +48,9 @@ KS = (1, 5, 10)
 # Tuned on the development set only (tools/tune_memory.py; see the README): FusionConfig's defaults.
 HYBRID = FusionConfig()
 _SINGLE = {
-    "recency": FusionConfig(dense=0.0, recency=1.0, entity=0.0, supersede=False),
-    "lexical": FusionConfig(dense=0.0, lexical=1.0, entity=0.0, supersede=False),
-    "dense": FusionConfig(dense=1.0, entity=0.0, supersede=False),
+    "recency": FusionConfig(dense=0.0, recency=1.0, entity=0.0, masked=0.0, supersede=False),
+    "lexical": FusionConfig(dense=0.0, lexical=1.0, entity=0.0, masked=0.0, supersede=False),
+    "dense": FusionConfig(dense=1.0, entity=0.0, masked=0.0, supersede=False),
 }
 
 
@@ -199,7 +199,7 @@ def _dialogue(d: Dialogue, encoder: Encoder, policies, cfg: EvalConfig, tmp: str
                     shared = (store, _fill(store, d, emb, times, cfg.links))
                 store, ids = shared
             turn_of = {e: i for i, e in enumerate(ids)}
-            index = HippocampalIndex(store)
+            index = HippocampalIndex(store, encoder=encoder)
             fusions = [_SINGLE.get(policy, cfg.hybrid)] * len(d.questions)
             if policy == "hybrid_qc":
                 if cfg.query_policy is None:

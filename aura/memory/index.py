@@ -3,13 +3,17 @@
 Each stored episode is bound to a key, its sentence embedding; the index keeps the keys of every
 episode of an `EpisodicStore` as one device array (an `aura.nn.hopfield.HopfieldMemory` whose
 capacity doubles when full, so appends rarely recompile) and host-side columns (id, event time,
-importance, expiry, merged flag) aligned with its slots. A query is scored by five cues:
+importance, expiry, merged flag) aligned with its slots. A query is scored by six cues:
 
 * ``dense``: cosine of the query embedding and the key (keys are L2-normalised embeddings);
 * ``lexical``: FTS5 ``bm25`` of the query text, divided by the query's best bm25 (so in [0, 1]);
 * ``recency``: ``exp(-age / tau_s)`` with ``age = now - event_time``;
 * ``importance``: the stored importance in [0, 1];
-* ``entity``: the share of the query's entities (`aura.memory.entities`: names) the episode names.
+* ``entity``: the share of the query's entities (`aura.memory.entities`: names) the episode names;
+* ``masked``: cosine of the query and the episode with the query's entities replaced by
+  "someone" in both (`aura.memory.masked`), re-embedded by the index's encoder: what the question
+  asks about, without the name that every memory of that person shares. Without an encoder (or
+  entities in the query) it equals ``dense``.
 
 Retrieval runs in two stages. Candidates: the dense top-C over all keys (`hopfield.retrieve`,
 jitted and chunked, so 1M x 384 keys never make a [B, N, D] or even [B, N] array), the lexical
@@ -37,12 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from aura.memory.entities import entities
+from aura.memory.masked import MaskedKeys, TextEncoder
 from aura.memory.store import Episode, EpisodicStore
 from aura.nn import hopfield
 
 __all__ = ["CUES", "FusionConfig", "HippocampalIndex", "Hit"]
 
-CUES = ("dense", "lexical", "recency", "importance", "entity")
+CUES = ("dense", "lexical", "recency", "importance", "entity", "masked")
 _METHODS = ("weighted", "rrf")
 
 
@@ -54,7 +59,8 @@ class FusionConfig:
 
     Attributes:
       method: ``"weighted"`` (sum of weight x score) or ``"rrf"`` (reciprocal-rank fusion).
-      dense, lexical, recency, importance, entity: the cue weights (0 switches a cue off).
+      dense, lexical, recency, importance, entity, masked: the cue weights (0 switches a cue
+        off).
       tau_s: recency time constant in seconds.
       rrf_k: the RRF rank offset (60 in Cormack et al., 2009).
       candidates: C, candidates drawn per cue before fusion.
@@ -76,8 +82,9 @@ class FusionConfig:
     rrf_k: float = 60.0
     candidates: int = 64
     supersede: bool = True
-    supersede_threshold: float = 0.5
+    supersede_threshold: float = 0.45
     entity: float = 0.2
+    masked: float = 0.5
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -131,12 +138,22 @@ class HippocampalIndex:
 
     Args:
       store: the episodic store it indexes.
+      encoder: the sentence encoder of the store's keys, for the ``masked`` cue (None: that cue
+        equals ``dense``).
       chunk_size: keys scored per scan step of the dense retrieval.
       min_capacity: initial device slots (grows by doubling).
     """
 
-    def __init__(self, store: EpisodicStore, *, chunk_size: int = 4096, min_capacity: int = 256):
+    def __init__(
+        self,
+        store: EpisodicStore,
+        *,
+        encoder: TextEncoder | None = None,
+        chunk_size: int = 4096,
+        min_capacity: int = 256,
+    ):
         self.store = store
+        self.masker = MaskedKeys(encoder) if encoder is not None else None
         self.chunk_size = chunk_size
         self.min_capacity = min_capacity
         self._version = (-1, -1)
@@ -286,13 +303,25 @@ class HippocampalIndex:
             self._ents[e.id] = entities(e.text)
         return [self._ents.get(int(i), frozenset()) for i in ids]
 
-    def _scores(self, slots, keys, query, qv, lex, fusion, now) -> dict[str, np.ndarray]:
+    def _texts(self, ids: list[int]) -> dict[int, str]:
+        return {e.id: e.text for e in self.store.get(ids)}
+
+    def _scores(self, slots, keys, query, qv, lex, fusion, now):
+        """Each cue's scores of the candidates, and their masked keys (the stored keys where the
+        masking changes nothing; all of them without an encoder or query entities)."""
         ids = self.ids[slots]
         best = max(lex.values(), default=0.0)
         q_ents = entities(query)
         ents = self._entities(ids) if q_ents else []
-        return {
+        mkeys, mq = keys, qv
+        if q_ents and self.masker is not None and fusion.masked > 0:
+            mq = self.masker.query(query, q_ents, qv)
+            mkeys = self.masker.keys(
+                ids, keys, q_ents, [bool(q_ents & e) for e in ents], self._texts
+            )
+        return mkeys, {
             "dense": keys @ qv,
+            "masked": mkeys @ mq,
             "lexical": np.array([lex.get(int(i), 0.0) / best if best > 0 else 0.0 for i in ids]),
             "recency": np.exp(-np.maximum(now - self.attrs[slots, 0], 0.0) / fusion.tau_s),
             "importance": self.attrs[slots, 1],
@@ -328,7 +357,7 @@ class HippocampalIndex:
         padded[: len(slots)] = slots
         keys = np.asarray(_gather(self.memory.patterns, jnp.asarray(padded)))[: len(slots)]
         ids = self.ids[slots]
-        scores = self._scores(slots, keys, query, qv, lex, fusion, now)
+        mkeys, scores = self._scores(slots, keys, query, qv, lex, fusion, now)
         w = fusion.weights()
         ranks = {}
         if fusion.method == "weighted":

@@ -69,7 +69,7 @@ class MemorySession:
         self.store, self.encoder, self.session = store, encoder, session
         self.fusion = fusion or FusionConfig()
         self.clock = clock or store.clock
-        self.index = HippocampalIndex(store)
+        self.index = HippocampalIndex(store, encoder=encoder)
         self.working = WorkingMemory(wm_capacity, on_evict=self._evicted)
         last = store.last_turn(session)
         self.turn = 0 if last is None else last + 1

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 from aura.memory.entities import entities
 from aura.memory.index import CUES, FusionConfig, HippocampalIndex, _dense_topk
+from aura.memory.masked import mask_entities
 from aura.memory.store import EpisodicStore
 from aura.memory.supersede import LinkConfig, link_new
 from aura.nn import hopfield
@@ -47,13 +49,36 @@ def filled(tmp_path):
     return store, t
 
 
-def _naive(store, query, qv, fusion, k, now):
+class _HashEncoder:
+    """A deterministic stand-in encoder: a unit vector seeded by the text's CRC."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts, batch_size=64):
+        self.calls += len(texts)
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).normal(size=DIM) for t in texts]
+        v = np.asarray(rows, np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _masked_key(e, q_ents, encoder):
+    masked = mask_entities(e.text, q_ents)
+    if encoder is None or masked == e.text:
+        return e.embedding
+    return encoder.encode([masked])[0]
+
+
+def _naive(store, query, qv, fusion, k, now, encoder=None):
     """Every live episode scored with every cue, fused, top-k: ids and scores."""
     eps = [
         e for e in store.episodes("state != 'merged'") if e.expires_at is None or e.expires_at > now
     ]
     lex = dict(store.lexical(query, 10_000, now=now))
     best = max(lex.values(), default=0.0)
+    q_ents = entities(query)
+    mq = encoder.encode([mask_entities(query, q_ents)])[0] if encoder and q_ents else qv
+    mkeys = {e.id: _masked_key(e, q_ents, encoder) for e in eps}
     s = {
         "dense": np.array([float(e.embedding @ qv) for e in eps]),
         "lexical": np.array([lex.get(e.id, 0.0) / best if best else 0.0 for e in eps]),
@@ -62,6 +87,7 @@ def _naive(store, query, qv, fusion, k, now):
         "entity": np.array(
             [len(entities(query) & entities(e.text)) / max(1, len(entities(query))) for e in eps]
         ),
+        "masked": np.array([float(mkeys[e.id] @ mq) for e in eps]),
     }
     w = fusion.weights()
     if fusion.method == "weighted":
@@ -95,11 +121,19 @@ def _naive(store, query, qv, fusion, k, now):
 
 
 @pytest.mark.parametrize(
-    "method,supersede", [("weighted", False), ("weighted", True), ("rrf", False)]
+    "method,supersede,masked",
+    [
+        ("weighted", False, False),
+        ("weighted", True, False),
+        ("rrf", False, False),
+        ("weighted", True, True),
+        ("rrf", False, True),
+    ],
 )
-def test_search_matches_naive_reference(filled, method, supersede):
+def test_search_matches_naive_reference(filled, method, supersede, masked):
     store, t = filled
-    index = HippocampalIndex(store, chunk_size=64, min_capacity=16)
+    encoder = _HashEncoder() if masked else None
+    index = HippocampalIndex(store, encoder=encoder, chunk_size=64, min_capacity=16)
     fusion = FusionConfig(
         supersede=supersede,
         supersede_threshold=0.2,
@@ -108,6 +142,7 @@ def test_search_matches_naive_reference(filled, method, supersede):
         recency=0.3,
         importance=0.2,
         entity=0.3,
+        masked=0.7 if masked else 0.0,
         tau_s=3000.0,
         candidates=400,
     )
@@ -115,11 +150,15 @@ def test_search_matches_naive_reference(filled, method, supersede):
         qv = _vecs(1, seed=100 + seed)[0]
         query = f"{WORDS[seed]} and {WORDS[seed + 3]}, Mara?"
         hits = index.search(query, qv, k=10, fusion=fusion, touch=False)
-        want_ids, want_scores = _naive(store, query, qv, fusion, 10, t[0])
+        want_ids, want_scores = _naive(store, query, qv, fusion, 10, t[0], encoder)
         assert [h.episode.id for h in hits] == want_ids
         np.testing.assert_allclose([h.score for h in hits], want_scores, rtol=1e-5, atol=1e-6)
         for h in hits:
             assert h.components["dense"] == pytest.approx(float(h.episode.embedding @ qv), abs=1e-5)
+    if masked:  # the masked cue really re-embedded the episodes that name the query's entities
+        assert encoder.calls > 0
+        differ = [h for h in hits if abs(h.components["masked"] - h.components["dense"]) > 1e-3]
+        assert differ
 
 
 def test_dense_candidates_are_the_exact_live_top_c(filled):
@@ -217,12 +256,12 @@ def test_supersession_lets_the_confirmed_later_memory_win(tmp_path):
     assert {(o, n) for o, n, _ in links} == {(ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])}
     q = e[0] * 0.9 + e[1] * 0.436  # "Where does Mara live?", worded like the stale fact
     q = q / np.linalg.norm(q)
-    plain = FusionConfig(supersede=False, entity=0.0)
+    plain = FusionConfig(supersede=False, entity=0.0, masked=0.0)
     off = [h.episode.id for h in index.search("", q, k=3, fusion=plain)]
     assert off == [ids[0], ids[1], ids[2]]
     # cos(stale, update) 0.64 + fused(update) 0.72 - fused(stale) 0.98 = 0.38 >= 0.35 confirms
     # the update; the job's links fail: 0.48 + 0.54 - 0.98 = 0.04 and 0.48 + 0.54 - 0.72 = 0.30
-    sup = FusionConfig(entity=0.0, supersede_threshold=0.35)
+    sup = FusionConfig(entity=0.0, masked=0.0, supersede_threshold=0.35)
     on = index.search("", q, k=3, fusion=sup)
     assert [h.episode.id for h in on] == [ids[1], ids[0], ids[2]]
     assert on[1].components["superseded_by"] == ids[1]  # kept, one rank below its successor
