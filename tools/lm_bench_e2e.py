@@ -12,8 +12,16 @@ each in its own worker process (``lm_bench_e2e_worker.py``):
   alone in a padded row), its own train step and glibc's default allocator (the old
   ``aura.build`` set none);
 * "new": this tree's pipeline (packed rows, the recurrent state reset at each record, grain
-  prefetch) and train step, with ``keep_freed_host_memory()`` first thing in the process;
-* "new_glibc_malloc": the same without the allocator setting, so the two gains separate.
+  prefetch; lines shuffled in windows of the preset's ``shuffle_window``, or of
+  --e2e_shuffle_window) and train step, with ``keep_freed_host_memory()`` first thing in the
+  process;
+* "new_glibc_malloc": the same without the allocator setting, so the two gains separate;
+* "new_token_matched" (with --e2e_matched_steps K): "new" with the schedule of a K-step run,
+  stopped after K steps; K chosen so that it consumes about old's real tokens, it compares the
+  loss per real token of two complete runs (warm-up and cosine decay each);
+* "new_rowsR" (with --e2e_matched_rows R): "new" with R packed rows per step instead of the
+  preset's batch; R chosen so that a step holds about old's real tokens, it keeps old's records
+  per update (and so its loss per real token) at packing's cost per step.
 
 All start from the same parameters (checked by a checksum) with the preset's optimizer and the
 schedule of a run of --e2e_warmup + --e2e_steps steps; the parent asks each for one step in
@@ -51,7 +59,9 @@ from aura.data.stream import pack_rows
 from aura.data.tokenizer import load_tokenizer
 
 VARIANTS = (("old", "old", False), ("new", "new", True), ("new_glibc_malloc", "new", False))
-FLAGS = {"e2e_steps": (150, 4), "e2e_warmup": (3, 1), "e2e_eval_tokens": (8000, 200)}
+FLAGS = {"e2e_steps": (150, 4), "e2e_warmup": (3, 1), "e2e_eval_tokens": (8000, 200),
+         "e2e_matched_steps": (0, 0), "e2e_matched_rows": (0, 0),
+         "e2e_shuffle_window": (0, 0)}  # fmt: skip
 ROWS_PER_EVAL = 16
 WORKER = os.path.join(ROOT, "tools", "lm_bench_e2e_worker.py")
 
@@ -109,8 +119,8 @@ def heldout_rows(path: str, spm_model: str, max_len: int, out: str) -> dict:
 class _Worker:
     """One worker process; ``ask(cmd)`` sends a line and returns its JSON answer."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict):
-        self.name, self.steps, self.evals = name, [], []
+    def __init__(self, name: str, cmd: list[str], env: dict, total: int):
+        self.name, self.total, self.steps, self.evals = name, total, [], []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, bufsize=1)  # fmt: skip
         self.info, self.real, self.next_eval = {}, 0, 0
@@ -140,14 +150,27 @@ class _Worker:
             self.proc.wait(timeout=60)
 
 
-def _launch(name: str, pipeline: str, alloc: bool, tree: str, files: dict, args) -> _Worker:
+def variants(args) -> list[tuple[str, str, bool, int, int]]:
+    """(name, pipeline, host allocator set, steps, rows per batch; 0: the preset's)."""
+    total = args.e2e_warmup + args.e2e_steps
+    out = [(name, pipe, alloc, total, 0) for name, pipe, alloc in VARIANTS]
+    if args.e2e_matched_steps:
+        out.append(("new_token_matched", "new", True, args.e2e_matched_steps, 0))
+    if args.e2e_matched_rows:
+        out.append((f"new_rows{args.e2e_matched_rows}", "new", True, total, args.e2e_matched_rows))
+    return out
+
+
+def _launch(variant: tuple, tree: str, files: dict, args) -> _Worker:
+    name, pipeline, alloc, steps, rows = variant
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(ROOT, "tools")]))
     env.pop("BENCH_HOST_ALLOC", None)
     argv = [WORKER, "--tree", tree, "--pipeline", pipeline, "--jsonl", files["jsonl"],
             "--spm_model", files["spm_model"], "--heldout", files["heldout"],
-            "--steps", str(args.e2e_warmup + args.e2e_steps), "--preset", args.preset]  # fmt: skip
+            "--steps", str(steps), "--rows", str(rows), "--preset", args.preset,
+            "--shuffle_window", str(args.e2e_shuffle_window)]  # fmt: skip
     cmd = [sys.executable, "-c", BOOT, *argv] if alloc else [sys.executable, *argv]
-    return _Worker(name, cmd, env)
+    return _Worker(name, cmd, env, steps)
 
 
 def _evaluate(w: _Worker, step: int, chars: int, mark: int | None) -> None:
@@ -164,7 +187,7 @@ def _train(workers: list[_Worker], args, chars: int) -> list[float]:
     load = [os.getloadavg()[0]]
     total = args.e2e_warmup + args.e2e_steps
     for step in range(total):
-        for w in workers:
+        for w in (w for w in workers if step < w.total):
             if w.real >= w.next_eval:  # new_glibc_malloc: at the ends only (same numerics)
                 mark = w.real // args.e2e_eval_tokens
                 if step == 0 or w.name != "new_glibc_malloc":
@@ -175,7 +198,7 @@ def _train(workers: list[_Worker], args, chars: int) -> list[float]:
         if step % 10 == 9:
             load.append(os.getloadavg()[0])
     for w in workers:
-        _evaluate(w, total, chars, None)
+        _evaluate(w, len(w.steps), chars, None)
     load.append(os.getloadavg()[0])
     return load
 
@@ -235,7 +258,8 @@ def bench_e2e(args, peak: float) -> dict:
     """Old vs new pretraining end to end; see the module docstring."""
     res: dict = {"baseline_rev": args.demo_baseline_rev, "preset": args.preset,
                  "steps": args.e2e_steps, "warmup": args.e2e_warmup,
-                 "eval_tokens": args.e2e_eval_tokens, "peak_flops": peak}  # fmt: skip
+                 "eval_tokens": args.e2e_eval_tokens, "peak_flops": peak,
+                 "shuffle_window": args.e2e_shuffle_window or "preset"}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
         t0 = time.perf_counter()
         files = build_inputs(tmp)
@@ -247,9 +271,9 @@ def bench_e2e(args, peak: float) -> dict:
         res["inputs_s"] = time.perf_counter() - t0
         workers = []
         try:
-            for name, pipeline, alloc in VARIANTS:
-                tree = old_tree if pipeline == "old" else ROOT
-                workers.append(_launch(name, pipeline, alloc, tree, files, args))
+            res["variants"] = [v[0] for v in variants(args)]
+            for v in variants(args):
+                workers.append(_launch(v, old_tree if v[1] == "old" else ROOT, files, args))
             for w in workers:
                 alloc = "set" if w.ready()["host_alloc"] else "glibc default"
                 print(f"  e2e {w.name:<17} ready in {w.info['setup_s']:.1f} s (allocator {alloc})")
@@ -268,15 +292,17 @@ def bench_e2e(args, peak: float) -> dict:
             row["heldout_vs_old"] = compare_curves(old["heldout"], row["heldout"])
             row["reaches_old_final_heldout"] = _time_to_old_loss(old, row)
         res[name] = row
-    res["heldout_new_vs_new_glibc_malloc"] = compare_curves(
-        sums["new_glibc_malloc"]["heldout"], sums["new"]["heldout"]
-    )
+    new, plain = sums["new"], sums["new_glibc_malloc"]
+    res["new_vs_new_glibc_malloc"] = {
+        "same_losses": new["losses"] == plain["losses"],
+        "final_heldout_ce_diff": new["heldout"][-1]["ce"] - plain["heldout"][-1]["ce"],
+    }
     _print(res)
     return res
 
 
 def _print(res: dict) -> None:
-    for name, _, _ in VARIANTS:
+    for name in res["variants"]:
         r, last = res[name], res[name]["heldout"][-1]
         mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
         print(
@@ -304,7 +330,7 @@ def _print(res: dict) -> None:
 def e2e_ratios(res: dict) -> tuple[dict, dict]:
     """The section's ratios and its target (new real tokens/s >= 3x old) for bench_lm."""
     out = {}
-    for name in ("new", "new_glibc_malloc"):
+    for name in res["variants"][1:]:
         out[f"e2e_real_tokens_per_s_{name}_over_old"] = res[name]["real_tokens_per_s_vs_old"]
         out[f"e2e_steps_per_s_{name}_over_old"] = res[name]["steps_per_s_vs_old"]
         h = res[name]["heldout_vs_old"]

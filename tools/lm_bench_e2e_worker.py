@@ -20,7 +20,7 @@ the loss on the host. ``eval`` scores the parent's held-out rows (one record per
 same code in every tree: the summed next-token cross-entropy of the response tokens.
 
     python tools/lm_bench_e2e_worker.py --tree DIR --pipeline old|new --jsonl F --spm_model F
-        --heldout F.npz --steps N [--preset demo]
+        --heldout F.npz --steps N [--rows R] [--shuffle_window N] [--preset demo]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _old_pipeline(c, args):
     tx, _ = make_lm_optimizer(c.lr, args.steps, c.warmup)
 
     def fetch(step: int):
-        idx = batch_indices(c.get("seed", 0), step, len(ids), 1, c.batch_size)  # [1, B]
+        idx = batch_indices(c.get("seed", 0), step, len(ids), 1, args.rows or c.batch_size)
         counts = (int(lengths[idx].sum()), float(mask[idx][..., 1:].sum()), idx.size * ids.shape[1])
         return (ids[idx], mask[idx]), counts
 
@@ -79,10 +79,11 @@ def _new_pipeline(c, args):
 
     sp = load_tokenizer(args.spm_model)
     fmt = InstructFormatter(sp, max_len=c.max_len)
-    width, rows = c.pad_to or c.max_len, c.batch_size
+    width, rows = c.pad_to or c.max_len, args.rows or c.batch_size
     tx, _ = make_lm_optimizer(c.lr, args.steps, c.warmup)
     data = iter(lm_batches(args.jsonl, fmt, width=width, rows=rows, pack=c.pack, seed=c.seed,
-                           shuffle_window=c.shuffle_window, prefetch=c.prefetch))  # fmt: skip
+                           shuffle_window=args.shuffle_window or c.shuffle_window,
+                           prefetch=c.prefetch))  # fmt: skip
 
     def fetch(step: int):
         del step  # the iterator's own position
@@ -170,6 +171,8 @@ def main() -> None:
     for key in ("jsonl", "spm_model", "heldout"):
         ap.add_argument(f"--{key}", required=True)
     ap.add_argument("--steps", type=int, required=True, help="the run's length (lr schedule)")
+    ap.add_argument("--rows", type=int, default=0, help="rows per batch (0: the preset's)")
+    ap.add_argument("--shuffle_window", type=int, default=0, help="new pipeline (0: preset's)")
     ap.add_argument("--preset", default="demo")
     _worker(ap.parse_args())
 

@@ -21,7 +21,8 @@ from lm_bench_e2e import compare_curves  # noqa: E402
 def test_e2e_section_runs_both_pipelines(tmp_path):
     out = tmp_path / "bench_lm.json"
     cmd = [sys.executable, os.path.join(ROOT, "tools", "bench_lm.py"), "--quick",
-           "--skip", "adapter,train,gen,bpc", "--e2e_steps", "3", "--json", str(out)]  # fmt: skip
+           "--skip", "adapter,train,gen,bpc", "--e2e_steps", "3", "--e2e_matched_steps", "2",
+           "--e2e_matched_rows", "2", "--json", str(out)]  # fmt: skip
     env = {
         k: v for k, v in os.environ.items() if k != "AURA_MALLOC" and not k.startswith("MALLOC_")
     }
@@ -46,6 +47,15 @@ def test_e2e_section_runs_both_pipelines(tmp_path):
     assert old["heldout"][0]["ce"] == pytest.approx(new["heldout"][0]["ce"], rel=1e-5)
     # the allocator setting changes no number
     assert new["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+    # the token-matched run: the new pipeline, stopped after its own (shorter) schedule
+    short = e2e["new_token_matched"]
+    assert len(short["losses"]) == 2 and short["heldout"][-1]["step"] == 2
+    assert short["losses"][0] == pytest.approx(new["losses"][0], rel=1e-6)  # same first batch
+    assert short["host_alloc"] and short["heldout"][-1]["real_tokens"] == sum(short["real"])
+    # the rows-matched run: the new pipeline with 2 rows of the preset's 32 tokens per step
+    rows2 = e2e["new_rows2"]
+    assert len(rows2["losses"]) == steps and max(rows2["real"]) <= 2 * 32
+    assert rows2["padded_tokens_per_s"] == pytest.approx(64 * rows2["steps_per_s"])
     assert "pretraining end to end" in proc.stdout
 
 
