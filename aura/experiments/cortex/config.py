@@ -89,7 +89,8 @@ class Phase2Config:
 
     steps: int = 300
     batch_size: int = 128
-    lr: float = 3e-4
+    lr: float = 3e-4  # the MoE's peak learning rate (and the dense one's when dense_lr is None)
+    dense_lr: float | None = None  # the dense ablation's own peak learning rate (None: lr)
     weight_decay: float = 1e-4
     load_balance_weight: float = 1e-2
     z_loss_weight: float = 1e-3
@@ -179,6 +180,8 @@ class CortexConfig:
             (p2.steps >= 1 and p2.batch_size >= 1, "phase2.steps/batch_size",
              (p2.steps, p2.batch_size), ">= 1"),
             (p2.lr > 0, "phase2.lr", p2.lr, "> 0"),
+            (p2.dense_lr is None or p2.dense_lr > 0, "phase2.dense_lr", p2.dense_lr,
+             "> 0 or None"),
             (0 < p2.exact_threshold < 1, "phase2.exact_threshold", p2.exact_threshold, "in (0, 1)"),
             (p2.select_every >= 0, "phase2.select_every", p2.select_every, ">= 0"),
             (p2.permutations >= 1, "phase2.permutations", p2.permutations, ">= 1"),

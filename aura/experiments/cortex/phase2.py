@@ -42,7 +42,7 @@ from aura.models.cortex import Reasoner
 from aura.train import loop
 from aura.train.optim import make_optimizer
 
-__all__ = ["Phase2Experiment", "cosine", "frozen_grads"]
+__all__ = ["Phase2Experiment", "cosine", "frozen_grads", "peak_lr"]
 
 EVAL_BATCH = 512
 
@@ -59,6 +59,13 @@ def make_reasoner(cfg: CortexConfig, dim: int, kind: str) -> Reasoner:
     return Reasoner(dim=dim, kind=kind, **dataclasses.asdict(cfg.reasoner))
 
 
+def peak_lr(cfg: CortexConfig, kind: str) -> float:
+    """The peak learning rate of ``kind``: ``phase2.dense_lr`` for the dense ablation when set
+    (each family's rate is chosen on dev), else ``phase2.lr``."""
+    p2 = cfg.phase2
+    return p2.dense_lr if kind == "dense" and p2.dense_lr is not None else p2.lr
+
+
 class Phase2Experiment(loop.Experiment):
     """Trains one reasoner on the frozen router + memory of a finished phase 1."""
 
@@ -67,7 +74,7 @@ class Phase2Experiment(loop.Experiment):
         self.cfg, self.data, self.kind, self.phase1 = cfg, data, kind, phase1
         self.reader = RouterReader(data.dim, cfg.router, cfg.memory)
         self.model = make_reasoner(cfg, data.dim, kind)
-        self.tx = make_optimizer(cfg.phase2.lr, cfg.phase2.steps, cfg.phase2.weight_decay)
+        self.tx = make_optimizer(peak_lr(cfg, kind), cfg.phase2.steps, cfg.phase2.weight_decay)
         self.capacity = memory_capacity(len(data.contexts), devices)
         self.layout = MemoryLayout(data)
         self.train_q = data.split_questions["train"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aura.experiments.cortex.config import CortexConfig
+from aura.experiments.cortex.phase2 import peak_lr
 from tests.experiments.cortex.fixtures import tiny_config
 
 
@@ -23,6 +24,7 @@ from tests.experiments.cortex.fixtures import tiny_config
         ({"reasoner": {"shared_experts": 4}}, "config.reasoner.shared_experts=4"),
         ({"reasoner": {"shared_experts": 3}}, "config.reasoner.top_k=2"),
         ({"reasoner": {"route_on": "context"}}, "config.reasoner.route_on='context'"),
+        ({"phase2": {"dense_lr": 0.0}}, "config.phase2.dense_lr=0.0"),
         ({"log_every": 0}, "config.log_every=0"),
     ],
 )
@@ -38,3 +40,10 @@ def test_unknown_keys_are_named_and_defaults_validate():
         CortexConfig.from_dict({"extra": 1})
     assert CortexConfig().validate().reasoner.num_experts == 16
     assert tiny_config().phase1.steps == 16
+
+
+def test_dense_lr_sets_the_dense_ablations_rate_only():
+    c = tiny_config(phase2={"lr": 1e-3, "dense_lr": 2e-4})
+    assert peak_lr(c, "moe") == 1e-3 and peak_lr(c, "dense") == 2e-4
+    same = tiny_config(phase2={"lr": 1e-3, "dense_lr": None})
+    assert peak_lr(same, "moe") == peak_lr(same, "dense") == 1e-3
