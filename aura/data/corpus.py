@@ -12,7 +12,10 @@ Outputs under `out_dir`:
 
     text/shard_000.txt ...   training text (point the tokenizer's --input_dir here)
     heldout.txt              every 50th document (heldout_fraction=0.02) for bits per character
-    instruct.jsonl           {instruction, input, output} records derived from training documents
+    instruct.jsonl           {instruction, input, output} records derived from training documents,
+                             in a fixed pseudo-random order (seed 0): a streaming shuffle with a
+                             bounded window then sees every module from the first step, where the
+                             sorted walk would feed a short run only `abc` to `collections`
     heldout_instruct.jsonl   the same derived from the held-out documents
     manifest.json            counts, sizes and the Python version the text came from
 
@@ -27,6 +30,7 @@ import ast
 import dataclasses
 import json
 import os
+import random
 import re
 import sys
 import sysconfig
@@ -303,6 +307,7 @@ def build_corpus(
     held_text = "\n\n".join(d.render() for d in held) + "\n"
     _write_atomic(heldout_text, held_text)
     records = [r for d in train for r in instruct_records(d)]
+    random.Random(0).shuffle(records)  # see the module docstring
     heldout_records = [r for d in held for r in instruct_records(d)]
     instruct, heldout_instruct = (os.path.join(out_dir, n) for n in _INSTRUCT_FILES)
     _write_atomic(instruct, _jsonl(records))

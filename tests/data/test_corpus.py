@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 
 import pytest
@@ -114,6 +115,12 @@ def test_build_small_corpus(tmp_path):
     records = read_instruct(result.instruct, on_bad_record="fail")
     assert len(records) == result.records > 200
     assert all(r.instruction and r.output for r in records)
+    modules = []  # in order of first appearance: the sorted walk's order unless shuffled
+    for r in records:
+        m = re.search(r"(?:Explain|Summarize|of) (\w+)", r.instruction).group(1)
+        if m not in modules:
+            modules.append(m)
+    assert len(modules) > 3 and modules != sorted(modules)
     held = read_instruct(result.heldout_instruct, on_bad_record="fail")
     assert {r.instruction for r in held}.isdisjoint({r.instruction for r in records})
     assert len(_read(result.heldout_text)) == result.heldout_chars
