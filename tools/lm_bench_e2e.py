@@ -54,15 +54,14 @@ import numpy as np
 from lm_bench_adapter import ROOT, _old_tree, _preset
 from lm_bench_e2e_worker import BOOT
 
-from aura.data.instruct import InstructFormatter, read_instruct
-from aura.data.stream import pack_rows
+from aura.data.instruct import InstructFormatter
 from aura.data.tokenizer import load_tokenizer
+from aura.experiments.lm.heldout import heldout_batches
 
 VARIANTS = (("old", "old", False), ("new", "new", True), ("new_glibc_malloc", "new", False))
 FLAGS = {"e2e_steps": (150, 4), "e2e_warmup": (3, 1), "e2e_eval_tokens": (8000, 200),
          "e2e_matched_steps": (0, 0), "e2e_matched_rows": (0, 0),
          "e2e_shuffle_window": (0, 0)}  # fmt: skip
-ROWS_PER_EVAL = 16
 WORKER = os.path.join(ROOT, "tools", "lm_bench_e2e_worker.py")
 
 
@@ -95,25 +94,13 @@ def build_inputs(tmp: str) -> dict:
 
 def heldout_rows(path: str, spm_model: str, max_len: int, out: str) -> dict:
     """Saves the held-out records one per row, ``ids``/``mask`` ``[N / R, R, max_len]``, to
-    ``out`` (.npz); returns their counts. Characters as ``aura.experiments.lm.heldout`` counts
-    them: the response text, or of a cut response the characters of the pieces kept."""
+    ``out`` (.npz); returns their counts (`aura.experiments.lm.heldout.heldout_batches`, which
+    ``pretrain --heldout`` scores, without packing: the old model has no record boundaries)."""
     fmt = InstructFormatter(load_tokenizer(spm_model), max_len=max_len)
-    records = read_instruct(path, limit=256)  # HeldOut's limit
-    encoded = [fmt.encode(r) for r in records]
-    chars = 0
-    for rec, enc in zip(records, encoded, strict=True):
-        if not enc.truncated:
-            chars += len(rec.output)
-        else:
-            ids = enc.ids[: enc.length][enc.loss_mask[: enc.length] > 0]
-            chars += len(fmt.sp.decode([int(i) for i in ids if i != fmt.sep_id]))
-    rows = pack_rows(encoded, max_len, pack=False)
-    n = -(-len(rows["ids"]) // ROWS_PER_EVAL) * ROWS_PER_EVAL
-    shape = (-1, ROWS_PER_EVAL, max_len)
-    ids, mask = (np.zeros((n, max_len), rows[k].dtype) for k in ("ids", "mask"))
-    ids[: len(rows["ids"])], mask[: len(rows["ids"])] = rows["ids"], rows["mask"]
-    np.savez(out, ids=ids.reshape(shape), mask=mask.reshape(shape))
-    return {"records": len(records), "chars": chars, "scored_tokens": float(mask[:, 1:].sum())}
+    batches, chars, records = heldout_batches(path, fmt, max_len, pack=False)
+    np.savez(out, ids=batches["ids"], mask=batches["mask"])
+    scored = float(batches["mask"][..., 1:].sum())
+    return {"records": records, "chars": chars, "scored_tokens": scored}
 
 
 class _Worker:
@@ -269,10 +256,10 @@ def bench_e2e(args, peak: float) -> dict:
         res["heldout"] = heldout_rows(files["heldout_jsonl"], files["spm_model"], c.max_len,
                                       files["heldout"])  # fmt: skip
         res["inputs_s"] = time.perf_counter() - t0
-        workers = []
+        workers, todo = [], variants(args)
         try:
-            res["variants"] = [v[0] for v in variants(args)]
-            for v in variants(args):
+            res["variants"] = [v[0] for v in todo]
+            for v in todo:
                 workers.append(_launch(v, old_tree if v[1] == "old" else ROOT, files, args))
             for w in workers:
                 alloc = "set" if w.ready()["host_alloc"] else "glibc default"

@@ -16,7 +16,7 @@ import functools
 import re
 from importlib import resources
 
-__all__ = ["common_words", "entities"]
+__all__ = ["MASK", "common_words", "entities", "mask_entities"]
 
 # Function words that open sentences but may be rare in lower case in docstrings.
 _FUNCTION = frozenset(
@@ -28,6 +28,7 @@ _FUNCTION = frozenset(
 )
 
 _WORD = re.compile(r"[^\W\d_][\w'-]*")
+MASK = "someone"  # what `mask_entities` puts in place of a name
 
 
 @functools.cache
@@ -55,3 +56,23 @@ def entities(text: str) -> frozenset[str]:
             continue
         out.add(word.lower())
     return frozenset(out)
+
+
+def mask_entities(text: str, ents: frozenset[str] | set[str], placeholder: str = MASK) -> str:
+    """``text`` with each capitalised word whose lower case is in ``ents`` replaced by
+    ``placeholder`` (a possessive ending stays); used by the masked cue (`aura.memory.masked`).
+
+    >>> mask_entities("Mara's dog met Mara and Porto.", {"mara"})
+    "someone's dog met someone and Porto."
+    """
+    if not ents:
+        return text
+
+    def sub(m: re.Match) -> str:
+        word = m.group(0)
+        head = word.split("'")[0]
+        if word[:1].isupper() and head.lower() in ents:
+            return placeholder + word[len(head) :]
+        return word
+
+    return _WORD.sub(sub, text)

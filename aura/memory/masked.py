@@ -20,42 +20,20 @@ and the same few people are asked about again and again.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["MASK", "MaskedKeys", "mask_entities"]
+from aura.memory.entities import MASK, mask_entities
 
-MASK = "someone"
-_WORD = re.compile(r"[^\W\d_][\w'-]*")  # the word pattern of `aura.memory.entities`
+__all__ = ["MASK", "MaskedKeys", "mask_entities"]  # the masking itself lives with `entities`
 
 
 class TextEncoder(Protocol):
     """What the masked cue needs of an encoder (`SentenceEncoder` fits)."""
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
-
-
-def mask_entities(text: str, ents: frozenset[str] | set[str], placeholder: str = MASK) -> str:
-    """``text`` with each capitalised word whose lower case is in ``ents`` replaced by
-    ``placeholder`` (a possessive ending stays).
-
-    >>> mask_entities("Mara's dog met Mara and Porto.", {"mara"})
-    "someone's dog met someone and Porto."
-    """
-    if not ents:
-        return text
-
-    def sub(m: re.Match) -> str:
-        word = m.group(0)
-        head = word.split("'")[0]
-        if word[:1].isupper() and head.lower() in ents:
-            return placeholder + word[len(head) :]
-        return word
-
-    return _WORD.sub(sub, text)
 
 
 class MaskedKeys:

@@ -25,28 +25,44 @@ from aura.models.adapter import SelfTeachingAdapter
 ROWS_PER_BATCH = 16
 
 
+def heldout_batches(
+    path: str, fmt: InstructFormatter, width: int, limit: int = 256, pack: bool = True
+) -> tuple[dict[str, np.ndarray], int, int]:
+    """The held-out records of ``path`` (at most ``limit``) as evaluation batches.
+
+    Returns ``(batches, chars, records)``: ``batches`` maps each row field to ``[N / R, R, W]``
+    (rows packed with several records each, or one record per row without ``pack``; zero rows
+    pad the last batch), ``chars`` the characters the scored response tokens stand for (see the
+    module docstring), ``records`` how many were read.
+    """
+    records = read_instruct(path, limit=limit)
+    encoded = [fmt.encode(r) for r in records]
+    chars = 0
+    for rec, enc in zip(records, encoded, strict=True):
+        if not enc.truncated:
+            chars += len(rec.output)
+        else:  # the kept response pieces, without <SEP> and </s>
+            ids = enc.ids[: enc.length][enc.loss_mask[: enc.length] > 0]
+            chars += len(fmt.sp.decode([int(i) for i in ids if i != fmt.sep_id]))
+    rows = pack_rows(encoded, width, pack=pack)
+    n = -(-len(rows["ids"]) // ROWS_PER_BATCH) * ROWS_PER_BATCH
+    pad = {k: np.zeros((n - len(v), width), v.dtype) for k, v in rows.items()}
+    batches = {k: np.concatenate([v, pad[k]]) for k, v in rows.items()}  # [N, W] padded
+    # [N, W] -> [N / R, R, W]
+    return (
+        {k: v.reshape(-1, ROWS_PER_BATCH, width) for k, v in batches.items()},
+        chars,
+        len(records),
+    )
+
+
 class HeldOut:
     """The held-out records of ``path`` (at most ``limit``) as packed rows, and their scorer."""
 
     def __init__(
         self, path: str, fmt: InstructFormatter, width: int, model: SelfTeachingAdapter, limit=256
     ):
-        records = read_instruct(path, limit=limit)
-        encoded = [fmt.encode(r) for r in records]
-        self.records = len(records)
-        self.chars = 0
-        for rec, enc in zip(records, encoded, strict=True):
-            if not enc.truncated:
-                self.chars += len(rec.output)
-            else:  # the kept response pieces, without <SEP> and </s>
-                ids = enc.ids[: enc.length][enc.loss_mask[: enc.length] > 0]
-                self.chars += len(fmt.sp.decode([int(i) for i in ids if i != fmt.sep_id]))
-        rows = pack_rows(encoded, width)
-        n = -(-len(rows["ids"]) // ROWS_PER_BATCH) * ROWS_PER_BATCH
-        pad = {k: np.zeros((n - len(v), width), v.dtype) for k, v in rows.items()}
-        batches = {k: np.concatenate([v, pad[k]]) for k, v in rows.items()}  # [N, W] padded
-        # [N, W] -> [N / R, R, W]
-        self.batches = {k: v.reshape(-1, ROWS_PER_BATCH, width) for k, v in batches.items()}
+        self.batches, self.chars, self.records = heldout_batches(path, fmt, width, limit)
         self.evaluate = jax.jit(build_lm_eval(model))
 
     def bpc(self, params) -> float:
