@@ -1,6 +1,7 @@
 """Presets for ``python -m aura.build memory_eval [--config configs/memory.py:<preset>]``.
 
     default        the tuned hybrid: dense, entity and entity-masked cues, write-time supersession
+                   with the change-wording bonus
                    (the README's)
     rrf            reciprocal-rank fusion of dense, bm25 and recency (the RRF comparison)
     no_supersede   the default without supersession links (the latest-wins ablation)
@@ -28,7 +29,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.fusion.dense, c.fusion.lexical, c.fusion.recency = 1.0, 0.0, 0.0
     c.fusion.importance, c.fusion.entity, c.fusion.masked = 0.0, 0.2, 0.5
     c.fusion.tau_s, c.fusion.rrf_k, c.fusion.candidates = 604800.0, 60.0, 64
-    c.fusion.supersede, c.fusion.supersede_threshold = True, 0.45
+    c.fusion.supersede, c.fusion.supersede_threshold, c.fusion.change_bonus = True, 0.6, 0.25
     c.links = ml_collections.ConfigDict()  # write-time supersession (aura.memory.supersede)
     c.links.enabled, c.links.min_cos, c.links.candidates = True, 0.45, 16
     c.wm = ml_collections.ConfigDict()  # hybrid_wm's working memory
@@ -37,6 +38,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     if preset == "rrf":
         c.fusion.method, c.fusion.lexical, c.fusion.recency = "rrf", 0.5, 0.25
         c.fusion.entity, c.fusion.masked, c.fusion.tau_s = 0.0, 0.0, 86400.0
+        c.fusion.supersede_threshold, c.fusion.change_bonus = 0.45, 0.0  # as measured
     elif preset == "no_supersede":
         c.fusion.supersede, c.links.enabled = False, False
     elif preset != "default":

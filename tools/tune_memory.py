@@ -1,7 +1,7 @@
 """Tunes the hybrid retrieval's fusion on the memory development set (and only there).
 
     python tools/tune_memory.py --dialogues aura/memory/assets/memory_dev.jsonl \
-        --json checkpoints/tune_memory.json [--stage fine|masked|wm]
+        --json checkpoints/tune_memory.json [--stage fine|masked|change|wm]
 
 Builds each dialogue's store and index once, embeds every text once, then scores a grid of
 weighted-sum and reciprocal-rank-fusion configs on all questions. Prints the best configs of each
@@ -39,7 +39,8 @@ def fine_grid() -> list[FusionConfig]:
     for ent, th, rec in itertools.product((0.0, 0.1, 0.2, 0.3), (0.45, 0.5, 0.55, 0.6), (0.0, 0.1)):
         out.append(
             FusionConfig("weighted", 1.0, 0.0, rec, 0.0, 604800.0, entity=ent,
-                         masked=0.0, supersede=True, supersede_threshold=th)
+                         masked=0.0, supersede=True, supersede_threshold=th,
+                         change_bonus=0.0)
         )  # fmt: skip
     return out
 
@@ -51,8 +52,18 @@ def masked_grid() -> list[FusionConfig]:
     for m, ent, th in itertools.product(
         (0.0, 0.25, 0.5, 0.75), (0.2,), (0.35, 0.4, 0.45, 0.5, 0.55)
     ):
-        out.append(FusionConfig(entity=ent, masked=m, supersede_threshold=th))
+        out.append(FusionConfig(entity=ent, masked=m, supersede_threshold=th, change_bonus=0.0))
     return out
+
+
+def change_grid() -> list[FusionConfig]:
+    """Fifth stage: the change-wording bonus of supersession (`aura.memory.interference`) with the
+    supersession threshold (the earlier stages ran without it, ``change_bonus=0``)."""
+    pairs = itertools.chain(
+        itertools.product((0.0, 0.1, 0.2, 0.3, 0.5), (0.4, 0.45, 0.5, 0.55)),
+        itertools.product((0.15, 0.2, 0.25, 0.3), (0.6, 0.65)),  # past the first grid's edge
+    )
+    return [FusionConfig(change_bonus=b, supersede_threshold=th) for b, th in pairs]
 
 
 def grid() -> list[FusionConfig]:
@@ -62,10 +73,14 @@ def grid() -> list[FusionConfig]:
         for tau in (86400.0, 604800.0) if rec else (86400.0,):
             out.append(
                 FusionConfig("weighted", 1.0, lex, rec, 0.0, tau, supersede=sup,
-                             supersede_threshold=0.5, masked=0.0)
+                             supersede_threshold=0.5, masked=0.0, change_bonus=0.0)
             )  # fmt: skip
     for lex, rec in itertools.product((0.0, 0.25, 0.5, 1.0), (0.0, 0.1, 0.25)):
-        out.append(FusionConfig("rrf", 1.0, lex, rec, 0.0, 86400.0, rrf_k=60.0, masked=0.0))
+        out.append(
+            FusionConfig(
+                "rrf", 1.0, lex, rec, 0.0, 86400.0, rrf_k=60.0, masked=0.0, change_bonus=0.0
+            )
+        )
     return out
 
 
@@ -165,14 +180,16 @@ def main() -> None:
     p.add_argument(
         "--encoder", default=None, help="sentence-transformers directory (default MiniLM)"
     )
-    p.add_argument("--stage", choices=("coarse", "fine", "masked", "wm"), default="coarse")
+    p.add_argument(
+        "--stage", choices=("coarse", "fine", "masked", "change", "wm"), default="coarse"
+    )
     p.add_argument("--wm_dialogues", type=int, default=3, help="dialogues for --stage wm")
     args = p.parse_args()
     if args.stage == "wm":
         return tune_wm(args)
     dialogues, problems = read_dialogues(args.dialogues)
     encoder = load_sentence_encoder(args.encoder)
-    grids = {"coarse": grid, "fine": fine_grid, "masked": masked_grid}
+    grids = {"coarse": grid, "fine": fine_grid, "masked": masked_grid, "change": change_grid}
     results = score_grid(dialogues, encoder, grids[args.stage]())
     best = {}
     for method in sorted({r["config"]["method"] for r in results}):

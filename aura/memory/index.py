@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aura.memory.entities import entities
+from aura.memory.interference import demote_superseded, states_change
 from aura.memory.masked import MaskedKeys, TextEncoder
 from aura.memory.store import Episode, EpisodicStore
 from aura.nn import hopfield
@@ -54,8 +55,9 @@ _METHODS = ("weighted", "rrf")
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """How the cues are weighed. The defaults are the best config on the memory development set
-    (tools/tune_memory.py): the dense cue, the entity cue and supersession; bm25, recency and
-    importance added nothing there (they stay available for other data).
+    (tools/tune_memory.py): the dense, entity and entity-masked cues and supersession with the
+    change-wording bonus; bm25, recency and importance added nothing there (they stay available
+    for other data).
 
     Attributes:
       method: ``"weighted"`` (sum of weight x score) or ``"rrf"`` (reciprocal-rank fusion).
@@ -66,11 +68,14 @@ class FusionConfig:
       candidates: C, candidates drawn per cue before fusion.
       supersede: follow the write-time supersession links: an episode i linked to a *later*
         successor j that the query confirms -- about the same thing (key cosine) and liked
-        about as much (fused score), ``cos(key_i, key_j) + fused_j - fused_i >=
-        supersede_threshold`` -- is placed just below j. Of two memories of a changed fact the
-        newer wins, the way a newer trace interferes with an older one (retroactive
-        interference).
+        about as much (fused score), ``cos(key_i, key_j) + fused_j - fused_i + change_bonus *
+        (change_j - change_i) >= supersede_threshold`` -- is placed just below j. Of two
+        memories of a changed fact the newer wins, the way a newer trace interferes with an
+        older one (retroactive interference).
       supersede_threshold: the threshold above.
+      change_bonus: the weight of ``change_j - change_i`` there, 1 for an episode that uses
+        change-of-state wording ("moved", "now", "instead": `aura.memory.interference`), else 0: a
+        memory that announces a new value replaces an older one more readily.
     """
 
     method: str = "weighted"
@@ -82,9 +87,10 @@ class FusionConfig:
     rrf_k: float = 60.0
     candidates: int = 64
     supersede: bool = True
-    supersede_threshold: float = 0.45
+    supersede_threshold: float = 0.6
     entity: float = 0.2
     masked: float = 0.5
+    change_bonus: float = 0.25
 
     def __post_init__(self):
         if self.method not in _METHODS:
@@ -96,6 +102,8 @@ class FusionConfig:
             )
         if self.tau_s <= 0 or self.rrf_k < 0 or self.candidates < 1:
             raise ValueError("tau_s must be > 0, rrf_k >= 0 and candidates >= 1")
+        if self.change_bonus < 0:
+            raise ValueError(f"change_bonus={self.change_bonus} must be >= 0")
         if not isinstance(self.supersede, bool):
             raise ValueError(f"supersede={self.supersede!r} must be True or False")
 
@@ -158,6 +166,7 @@ class HippocampalIndex:
         self.min_capacity = min_capacity
         self._version = (-1, -1)
         self._ents: dict[int, frozenset[str]] = {}  # episode id -> entities (texts never change)
+        self._change: dict[int, bool] = {}  # episode id -> uses change wording
         self._rebuild()
 
     # -- keeping up with the store --------------------------------------------------------------
@@ -303,6 +312,12 @@ class HippocampalIndex:
             self._ents[e.id] = entities(e.text)
         return [self._ents.get(int(i), frozenset()) for i in ids]
 
+    def _changes(self, ids: np.ndarray) -> np.ndarray:
+        missing = [int(i) for i in ids if int(i) not in self._change]
+        for e in self.store.get(missing):
+            self._change[e.id] = states_change(e.text)
+        return np.array([self._change.get(int(i), False) for i in ids], np.float64)
+
     def _texts(self, ids: list[int]) -> dict[int, str]:
         return {e.id: e.text for e in self.store.get(ids)}
 
@@ -330,27 +345,16 @@ class HippocampalIndex:
             else np.zeros(len(slots)),
         }
 
-    def _supersede(self, slots, keys, fused, links, threshold) -> dict[int, int]:
-        """Places each linked episode that the query confirms just below its successor's score
-        before any move (one step: a chain does not drag an old fact further down); returns
-        ``{position: successor position}``."""
-        pos = {int(i): p for p, i in enumerate(self.ids[slots])}
-        before = fused.copy()
-        moved = {}
-        for p in range(len(slots)):
-            best = None
-            for j_id, _ in links.get(int(self.ids[slots[p]]), ()):
-                j = pos.get(j_id)
-                if j is None or self.attrs[slots[j], 0] < self.attrs[slots[p], 0]:
-                    continue
-                if float(keys[p] @ keys[j]) + before[j] - before[p] >= threshold and (
-                    best is None or before[j] > before[best]
-                ):
-                    best = j
-            if best is not None and before[p] >= before[best]:
-                fused[p] = np.nextafter(before[best], -np.inf)
-                moved[int(p)] = best
-        return moved
+    def _supersede(self, slots, keys, fused, links, fusion: FusionConfig) -> dict[int, int]:
+        if not links:
+            return {}
+        change = np.zeros(len(slots))
+        if fusion.change_bonus > 0:
+            change = fusion.change_bonus * self._changes(self.ids[slots])
+        times = self.attrs[slots, 0]
+        return demote_superseded(
+            self.ids[slots], times, keys, fused, links, change, fusion.supersede_threshold
+        )
 
     def _fuse(self, slots, query, qv, lex, fusion: FusionConfig, k, now, touch, links):
         padded = np.zeros(_pow2(max(len(slots), 64)), np.int32)  # few gather shapes
@@ -375,7 +379,7 @@ class HippocampalIndex:
                 fused += np.where(has, contrib, 0.0) if has is not None else contrib
                 ranks[cue] = np.where(has, rank, np.nan) if has is not None else rank
         fused = np.asarray(fused, np.float64).copy()
-        moved = self._supersede(slots, keys, fused, links, fusion.supersede_threshold)
+        moved = self._supersede(slots, keys, fused, links, fusion)
         top = np.argsort(-fused, kind="stable")[:k]
         episodes = {e.id: e for e in self.store.get([int(ids[t]) for t in top])}
         hits = []

@@ -13,11 +13,12 @@ it. Two stages, so that neither has to be right alone:
    which no text-only rule tested here could tell apart reliably with MiniLM (see the README).
 2. **Retrieval** (`aura.memory.index.HippocampalIndex.search`): a linked successor j of a
    candidate i is scored as well (so it is retrieved even when the query's wording missed it),
-   and i is placed just below j when the query confirms the link -- ``cos(key_i, key_j) + fused_j
-   - fused_i >= supersede_threshold``: j is about the same thing as i and the query likes it
-   almost as much. A link to another attribute fails that test for a question about the first
-   one. The superseded episode stays retrievable, one rank below its successor (for "what did
-   Mara say before?"), and its hit names the successor (``components["superseded_by"]``).
+   and i is placed just below j when the query confirms the link (`aura.memory.interference`:
+   j is about the same thing as i, the query likes it almost as much, and change wording such as
+   "moved" or "now" in j counts for it). A link to another attribute usually fails
+   that test for a question about the first one. The superseded episode stays retrievable, one
+   rank below its successor (for "what did Mara say before?"), and its hit names the successor
+   (``components["superseded_by"]``).
 
 Entities (`aura.memory.entities`) are what names the subject; the index also uses them as a
 retrieval cue.

@@ -1,5 +1,6 @@
 """Tests for aura.memory.index: fused scoring against a naive numpy reference, chunking, sync."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -12,13 +13,14 @@ import pytest
 
 from aura.memory.entities import entities
 from aura.memory.index import CUES, FusionConfig, HippocampalIndex, _dense_topk
+from aura.memory.interference import states_change
 from aura.memory.masked import mask_entities
 from aura.memory.store import EpisodicStore
 from aura.memory.supersede import LinkConfig, link_new
 from aura.nn import hopfield
 
 DIM = 16
-WORDS = ["cat", "dog", "Lisbon", "Porto", "tea", "coffee", "piano", "violin", "Mara", "blue"]
+WORDS = ["cat", "dog", "Lisbon", "Porto", "tea", "coffee", "piano", "violin", "Mara", "blue", "now"]
 
 
 def _vecs(n, seed=0):
@@ -111,7 +113,10 @@ def _naive(store, query, qv, fusion, k, now, encoder=None):
                 for j, _ in links.get(e.id, ())
                 if j in where
                 and eps[where[j]].event_time >= e.event_time
-                and float(e.embedding @ eps[where[j]].embedding) + before[where[j]] - before[i]
+                and float(e.embedding @ eps[where[j]].embedding)
+                + before[where[j]]
+                - before[i]
+                + fusion.change_bonus * (states_change(eps[where[j]].text) - states_change(e.text))
                 >= fusion.supersede_threshold
             ]
             if ok and before[i] >= max(before[j] for j in ok):
@@ -121,22 +126,23 @@ def _naive(store, query, qv, fusion, k, now, encoder=None):
 
 
 @pytest.mark.parametrize(
-    "method,supersede,masked",
+    "method,supersede,masked,change_bonus",
     [
-        ("weighted", False, False),
-        ("weighted", True, False),
-        ("rrf", False, False),
-        ("weighted", True, True),
-        ("rrf", False, True),
+        ("weighted", False, False, 0.0),
+        ("weighted", True, False, 0.0),
+        ("rrf", False, False, 0.0),
+        ("weighted", True, True, 1.0),
+        ("rrf", False, True, 0.0),
     ],
 )
-def test_search_matches_naive_reference(filled, method, supersede, masked):
+def test_search_matches_naive_reference(filled, method, supersede, masked, change_bonus):
     store, t = filled
     encoder = _HashEncoder() if masked else None
     index = HippocampalIndex(store, encoder=encoder, chunk_size=64, min_capacity=16)
     fusion = FusionConfig(
         supersede=supersede,
         supersede_threshold=0.2,
+        change_bonus=change_bonus,
         method=method,
         lexical=0.5,
         recency=0.3,
@@ -261,11 +267,21 @@ def test_supersession_lets_the_confirmed_later_memory_win(tmp_path):
     assert off == [ids[0], ids[1], ids[2]]
     # cos(stale, update) 0.64 + fused(update) 0.72 - fused(stale) 0.98 = 0.38 >= 0.35 confirms
     # the update; the job's links fail: 0.48 + 0.54 - 0.98 = 0.04 and 0.48 + 0.54 - 0.72 = 0.30
-    sup = FusionConfig(entity=0.0, masked=0.0, supersede_threshold=0.35)
+    sup = FusionConfig(entity=0.0, masked=0.0, supersede_threshold=0.35, change_bonus=0.0)
     on = index.search("", q, k=3, fusion=sup)
     assert [h.episode.id for h in on] == [ids[1], ids[0], ids[2]]
     assert on[1].components["superseded_by"] == ids[1]  # kept, one rank below its successor
     assert on[1].score < on[0].score
+    # at a stricter threshold the update's change wording ("Actually", "moved") decides: 0.38 +
+    # 0.1 >= 0.45, while the job (no change wording) still fails
+    strict = FusionConfig(entity=0.0, masked=0.0, supersede_threshold=0.45, change_bonus=0.0)
+    assert [h.episode.id for h in index.search("", q, k=3, fusion=strict)] == off
+    bonus = dataclasses.replace(strict, change_bonus=0.1)
+    assert [h.episode.id for h in index.search("", q, k=3, fusion=bonus)] == [
+        ids[1],
+        ids[0],
+        ids[2],
+    ]
     store.delete([ids[1]])  # forgetting the update brings the old value back
     again = index.search("", q, k=1, fusion=sup)
     assert again[0].episode.id == ids[0]
@@ -285,3 +301,20 @@ def test_links_need_a_shared_entity_the_same_speaker_and_an_older_episode(tmp_pa
     assert got == {(ids[0], ids[1]), (ids[0], ids[3])}
     (succ,) = store.links([ids[0]]).values()
     assert [j for j, _ in succ] == [ids[1], ids[3]] and succ[0][1] == pytest.approx(1.0)
+
+
+def test_change_wording_of_the_older_memory_counts_against_replacing_it(tmp_path):
+    store = EpisodicStore(tmp_path / "m.db", encoder_name="e", dim=DIM, clock=lambda: 100.0)
+    e = np.eye(DIM, dtype=np.float32)
+    texts = ["Mara moved to Lisbon now.", "Mara likes Porto."]  # only the older one says "now"
+    vecs = np.stack([e[0] * 0.8 + e[1] * 0.6, e[0] * 0.8 + e[2] * 0.6])
+    ids = store.add_many(texts, vecs, [{"event_time": float(t), "speaker": "u"} for t in range(2)])
+    index = HippocampalIndex(store)
+    link_new(store, index, ids, LinkConfig(min_cos=0.3))
+    q = e[0] * 0.9 + e[1] * 0.436
+    q = q / np.linalg.norm(q)
+    # 0.64 + 0.72 - 0.98 = 0.38: confirmed at 0.35 without the bonus, not with it (0.28)
+    base = FusionConfig(entity=0.0, masked=0.0, supersede_threshold=0.35, change_bonus=0.0)
+    assert [h.episode.id for h in index.search("", q, k=2, fusion=base)] == [ids[1], ids[0]]
+    bonus = dataclasses.replace(base, change_bonus=0.1)
+    assert [h.episode.id for h in index.search("", q, k=2, fusion=bonus)] == [ids[0], ids[1]]
