@@ -127,33 +127,55 @@ def _old_tree(rev: str, tmp: str) -> str:
     return out
 
 
-class _Worker:
+class LineWorker:
+    """A worker process that answers each command line with one JSON line; it starts with
+    ``READY {info}`` (workers start, and compile, side by side before ``ready`` is called)."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict):
+        self.name, self.info = name, {}
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
+
+    def ready(self) -> dict:
+        """Waits for the READY line and returns its info."""
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            self.proc.kill()
+            raise RuntimeError(f"worker {self.name} failed to start (its stderr is above)")
+        self.info = json.loads(line[len("READY ") :])
+        return self.info
+
+    def ask(self, cmd: str) -> dict:
+        self.proc.stdin.write(cmd + "\n")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (its stderr is above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None and not self.info:  # failed or never waited for
+            self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+class _Worker(LineWorker):
     def __init__(self, name: str, tree: str, data: str, overrides: dict, args):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(ROOT, "tools")]))
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--tree", tree,
                "--data", data, "--overrides", json.dumps(overrides), "--preset", args.preset,
                "--vocab", str(args.demo_vocab), "--seed", str(args.seed)]  # fmt: skip
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            raise RuntimeError(f"worker {name} failed to start (its stderr is above)")
-        self.info = json.loads(line[len("READY ") :])
+        super().__init__(name, cmd, env)
+        self.ready()
         self.seconds, self.losses = [], []
 
     def step(self) -> None:
-        self.proc.stdin.write("step\n")
-        row = json.loads(self.proc.stdout.readline())
+        row = self.ask("step")
         self.seconds.append(row["seconds"])
         self.losses.append(row["loss"])
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
 
 
 def bench_adapter(args, peak: float) -> dict:
@@ -178,7 +200,7 @@ def bench_adapter(args, peak: float) -> dict:
                     w.step()
         finally:
             for w in workers:
-                w.close() if w.proc.poll() is None else None
+                w.close()
     base = None
     for w in workers:
         timed = w.seconds[args.demo_warmup :]

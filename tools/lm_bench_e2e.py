@@ -41,7 +41,6 @@ the wall time at which new first reaches old's final CE.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -51,7 +50,7 @@ import tempfile
 import time
 
 import numpy as np
-from lm_bench_adapter import ROOT, _old_tree, _preset
+from lm_bench_adapter import ROOT, LineWorker, _old_tree, _preset
 from lm_bench_e2e_worker import BOOT
 
 from aura.data.instruct import InstructFormatter
@@ -103,38 +102,13 @@ def heldout_rows(path: str, spm_model: str, max_len: int, out: str) -> dict:
     return {"records": records, "chars": chars, "scored_tokens": scored}
 
 
-class _Worker:
-    """One worker process; ``ask(cmd)`` sends a line and returns its JSON answer."""
+class _Worker(LineWorker):
+    """One variant's worker, with its step rows and held-out evaluations."""
 
     def __init__(self, name: str, cmd: list[str], env: dict, total: int):
-        self.name, self.total, self.steps, self.evals = name, total, [], []
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, bufsize=1)  # fmt: skip
-        self.info, self.real, self.next_eval = {}, 0, 0
-
-    def ready(self) -> dict:
-        """Waits for the worker's READY line (workers start, and compile, side by side)."""
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            raise RuntimeError(f"e2e worker {self.name} failed to start (its stderr is above)")
-        self.info = json.loads(line[len("READY ") :])
-        return self.info
-
-    def ask(self, cmd: str) -> dict:
-        self.proc.stdin.write(cmd + "\n")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"e2e worker {self.name} died (its stderr is above)")
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.poll() is None and not self.info:  # failed or never waited for
-            self.proc.kill()
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+        super().__init__(name, cmd, env)
+        self.total, self.steps, self.evals = total, [], []
+        self.real, self.next_eval = 0, 0
 
 
 def variants(args) -> list[tuple[str, str, bool, int, int]]:
