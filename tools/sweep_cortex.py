@@ -6,11 +6,11 @@ measured on the DEV split (tuning never looks at test; note that phase 2 also se
 best step on dev, so these dev numbers are optimistic, which is fine for ranking). Each dense
 run is the ablation matched in parameters to the MoE of the same experts / layers / hidden width
 (top-k does not change its size). ``--set GROUP.FIELD=V1,V2`` adds a grid axis over any other
-config field (repeatable; the MoE-only fields ``reasoner.top_k/capacity_factor/route_on`` and
-``phase2.load_balance_weight/z_loss_weight`` are not varied for the dense runs, which do not
-read them). ``--seed`` picks phase 1's and phase 2's seed (``<workdir>`` holds one phase 1, so use
-one workdir per seed). One JSON line per run goes to ``--json`` (appended) and a summary table
-to stdout.
+config field (repeatable; the MoE-only fields ``reasoner.top_k/capacity_factor/route_on/
+gate_noise`` and ``phase2.load_balance_weight/z_loss_weight`` are not varied for the dense runs,
+which do not read them). ``--seed`` picks phase 1's and phase 2's seed (``<workdir>`` holds one
+phase 1, so use one workdir per seed). One JSON line per run goes to ``--json`` (appended) and a
+summary table to stdout.
 
     python tools/sweep_cortex.py --qa_jsonl /tmp/cortex_qa_10k.jsonl --workdir /tmp/sweep \
         --lr 1e-3,2e-3 --experts 8,16 --layers 2,4 --top_k 2,4 --kinds moe,dense \
@@ -55,7 +55,8 @@ def _preset(name: str):
 
 
 MOE_ONLY = ("reasoner.top_k", "reasoner.capacity_factor", "reasoner.route_on",
-            "phase2.load_balance_weight", "phase2.z_loss_weight")  # fmt: skip
+            "reasoner.gate_noise", "phase2.load_balance_weight",
+            "phase2.z_loss_weight")  # fmt: skip
 
 
 def _value(s: str):

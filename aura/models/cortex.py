@@ -130,6 +130,8 @@ class Reasoner(nn.Module):
         question embedding alone, D wide: the reasoning a question needs, not the context's
         content, picks the experts).
       input_noise: sigma of the training noise on the branch inputs (0: none).
+      gate_noise: sigma of Gaussian noise added to the MoE gate logits in training (noisy top-k
+        gating; 0: none; the dense block has no gate).
       dropout: dropout rate on the block output during training (0: none).
     """
 
@@ -144,6 +146,7 @@ class Reasoner(nn.Module):
     shared_experts: int = 0
     route_on: str = "input"
     input_noise: float = 0.0
+    gate_noise: float = 0.0
     dropout: float = 0.0
 
     def setup(self):
@@ -191,7 +194,8 @@ class Reasoner(nn.Module):
         x = self._branch_input(retrieved, question, train)  # [B, 2D]
         h = self.input_proj(x)
         if self.kind == "moe":
-            routed, moe_aux = self.block(h, self._controls(), self._gate_features(x))
+            controls = self._controls(len(h) if train and self.gate_noise > 0 else 0)
+            routed, moe_aux = self.block(h, controls, self._gate_features(x))
             # each residual path returns h + its update: add the shared update to the routed one
             h = routed + self.shared(h) - h if self.shared_experts else routed
             aux = {"load_balance_loss": moe_aux.load_balance_loss,
@@ -220,6 +224,11 @@ class Reasoner(nn.Module):
         """The question half of the branch input [B, D] when routing on it, else None."""
         return x[..., self.dim :] if self.route_on == "question" else None
 
-    def _controls(self) -> RoutingControls:
-        """All E - S routed experts active."""
-        return RoutingControls.create(self.num_experts - self.shared_experts)
+    def _controls(self, noisy: int = 0) -> RoutingControls:
+        """All E - S routed experts active; ``noisy`` = B > 0: a logit bias [B, E - S] of
+        ``gate_noise`` x N(0, 1) drawn from the ``"dropout"`` rng (training)."""
+        routed = self.num_experts - self.shared_experts
+        bias = None
+        if noisy:
+            bias = self.gate_noise * jax.random.normal(self.make_rng("dropout"), (noisy, routed))
+        return RoutingControls.create(routed, bias=bias)

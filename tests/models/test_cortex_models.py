@@ -123,3 +123,26 @@ def test_reasoner_routed_on_the_question_ignores_the_context_in_its_gates():
     assert abs(_count(dense["dense"]) - _count(params["moe"])) <= 2 * (2 * 16 + 1) / 2
     with pytest.raises(ValueError, match="route_on 'context'"):
         model.clone(route_on="context").init(jax.random.key(0), r, q)
+
+
+def test_reasoner_gate_noise_perturbs_only_training_routing():
+    model = Reasoner(dim=D, kind="moe", width=16, num_experts=4, expert_layers=2, expert_hidden=8,
+                     top_k=1, gate_noise=1.0)  # fmt: skip
+    r, q = (jax.random.normal(jax.random.key(i), (32, D)) for i in (2, 3))
+    params = jax.jit(model.init)(jax.random.key(4), r, q)["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    params = tree.unflatten([x + 0.2 * jax.random.normal(k, x.shape)
+                             for x, k in zip(leaves, keys, strict=True)])  # fmt: skip
+    quiet = model.clone(gate_noise=0.0)
+    apply = jax.jit(lambda m, seed: m.apply({"params": params}, r, q, train=True,
+                                            rngs={"dropout": jax.random.key(seed)})[0],
+                    static_argnums=0)  # fmt: skip
+    # eval mode is the noiseless model; training draws the noise from the key (top-1: some rows
+    # change expert, so their outputs change)
+    np.testing.assert_array_equal(model.apply({"params": params}, r, q)[0],
+                                  quiet.apply({"params": params}, r, q)[0])  # fmt: skip
+    np.testing.assert_array_equal(quiet.apply({"params": params}, r, q, train=True)[0],
+                                  quiet.apply({"params": params}, r, q)[0])  # fmt: skip
+    np.testing.assert_array_equal(apply(model, 0), apply(model, 0))
+    assert not np.allclose(apply(model, 0), apply(quiet, 0), atol=1e-5)

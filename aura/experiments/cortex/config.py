@@ -80,6 +80,7 @@ class ReasonerConfig:
     shared_experts: int = 4  # S expert slots merged into one always-on shared expert
     route_on: str = "input"  # what the MoE gate reads: "input" (block input) or "question"
     input_noise: float = 0.05  # training noise sigma on the branch inputs (both kinds alike)
+    gate_noise: float = 0.0  # training noise sigma on the MoE gate logits (noisy top-k)
     dropout: float = 0.0  # training dropout on the block output (both kinds alike)
 
 
@@ -98,6 +99,7 @@ class Phase2Config:
     permutations: int = 1000
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     select_every: int = 10  # steps between dev scorings for model selection (0: the last step)
+    ema: float = 0.0  # decay of a Polyak (EMA) average of the reasoner's parameters (0: off)
 
 
 _GROUPS = {"data": DataConfig, "memory": MemoryConfig, "router": RouterConfig,
@@ -177,6 +179,7 @@ class CortexConfig:
              "input or question"),
             (0 <= rs.input_noise < 10, "reasoner.input_noise", rs.input_noise, "in [0, 10)"),
             (0 <= rs.dropout < 1, "reasoner.dropout", rs.dropout, "in [0, 1)"),
+            (rs.gate_noise >= 0, "reasoner.gate_noise", rs.gate_noise, ">= 0"),
             (p2.steps >= 1 and p2.batch_size >= 1, "phase2.steps/batch_size",
              (p2.steps, p2.batch_size), ">= 1"),
             (p2.lr > 0, "phase2.lr", p2.lr, "> 0"),
@@ -184,6 +187,7 @@ class CortexConfig:
              "> 0 or None"),
             (0 < p2.exact_threshold < 1, "phase2.exact_threshold", p2.exact_threshold, "in (0, 1)"),
             (p2.select_every >= 0, "phase2.select_every", p2.select_every, ">= 0"),
+            (0 <= p2.ema < 1, "phase2.ema", p2.ema, "in [0, 1)"),
             (p2.permutations >= 1, "phase2.permutations", p2.permutations, ">= 1"),
             (len(p2.ridge_alphas) >= 1 and all(a > 0 for a in p2.ridge_alphas),
              "phase2.ridge_alphas", p2.ridge_alphas, "positive values"),

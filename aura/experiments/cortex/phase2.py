@@ -17,6 +17,11 @@ Model selection on dev: every ``phase2.select_every`` steps (and before the firs
 reasoner is scored on the dev split (close_answer_mean); the state keeps the best parameters
 under ``"best"`` (checkpointed, so a resumed run selects the same), and the report uses them.
 The report split is never looked at during training. ``select_every = 0`` reports the last step.
+
+Parameter averaging: with ``phase2.ema = d > 0`` the state also keeps a Polyak (exponential
+moving) average of the reasoner's parameters under ``"ema"`` (:func:`ema_update`; both kinds
+alike), and dev selection, the curves and the report score the average instead of the raw
+iterate; training itself is unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from aura.models.cortex import Reasoner
 from aura.train import loop
 from aura.train.optim import make_optimizer
 
-__all__ = ["Phase2Experiment", "cosine", "frozen_grads", "peak_lr"]
+__all__ = ["Phase2Experiment", "cosine", "ema_update", "frozen_grads", "peak_lr"]
 
 EVAL_BATCH = 512
 
@@ -64,6 +69,17 @@ def peak_lr(cfg: CortexConfig, kind: str) -> float:
     (each family's rate is chosen on dev), else ``phase2.lr``."""
     p2 = cfg.phase2
     return p2.dense_lr if kind == "dense" and p2.dense_lr is not None else p2.lr
+
+
+def ema_update(ema: dict, params, decay: float) -> dict:
+    """One step of the parameter average ``{"params", "count"}``: ``avg <- r avg + (1 - r)
+    params`` with ``r = min(decay, n / (n + 1))`` after ``n`` updates: the plain mean of the
+    iterates so far (the initial parameters get no weight) until ``n`` reaches ``decay / (1 -
+    decay)``, then an exponential average over about ``1 / (1 - decay)`` steps."""
+    n = ema["count"].astype(jnp.float32)
+    r = jnp.minimum(decay, n / (n + 1.0))
+    avg = jax.tree.map(lambda a, p: r * a + (1.0 - r) * p, ema["params"], params)
+    return {"params": avg, "count": ema["count"] + 1}
 
 
 class Phase2Experiment(loop.Experiment):
@@ -92,8 +108,15 @@ class Phase2Experiment(loop.Experiment):
         params = self.model.init(key, jnp.zeros((1, d)), jnp.zeros((1, d)))["params"]
         frozen = {"router": self.reader.init(key), "memory": empty_memory(self.capacity, d)}
         best = {"params": params, "score": jnp.full((), -jnp.inf), "step": jnp.zeros((), jnp.int32)}
-        return {"params": params, "opt_state": self.tx.init(params), "frozen": frozen,
-                "best": best}  # fmt: skip
+        state = {"params": params, "opt_state": self.tx.init(params), "frozen": frozen,
+                 "best": best}  # fmt: skip
+        if self.cfg.phase2.ema:
+            state["ema"] = {"params": params, "count": jnp.zeros((), jnp.int32)}
+        return state
+
+    def eval_params(self, state):
+        """The parameters that are scored: the average with ``phase2.ema``, else the iterate."""
+        return state["ema"]["params"] if self.cfg.phase2.ema else state["params"]
 
     def _dev_score(self, state, params) -> float:
         dev = self.data.split_questions["dev"]
@@ -102,11 +125,12 @@ class Phase2Experiment(loop.Experiment):
 
     def _select(self, state, done: int):
         """The state with ``best`` replaced when the current parameters score higher on dev."""
-        score = self._dev_score(state, state["params"])
+        params = self.eval_params(state)
+        score = self._dev_score(state, params)
         self._last_dev = (done, score)
         if score <= float(state["best"]["score"]):
             return state
-        best = {"params": state["params"], "score": jnp.asarray(score, jnp.float32),
+        best = {"params": params, "score": jnp.asarray(score, jnp.float32),
                 "step": jnp.asarray(done, jnp.int32)}  # fmt: skip
         return {**state, "best": best}
 
@@ -151,7 +175,10 @@ class Phase2Experiment(loop.Experiment):
         )
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-        return {**state, "params": params, "opt_state": opt_state}, metrics
+        state = {**state, "params": params, "opt_state": opt_state}
+        if self.cfg.phase2.ema:
+            state["ema"] = ema_update(state["ema"], params, self.cfg.phase2.ema)
+        return state, metrics
 
     def _predict_fn(self):
         if self._jitted is None:
@@ -179,7 +206,8 @@ class Phase2Experiment(loop.Experiment):
     def evaluate(self, state, step: int, train: dict) -> dict:
         """The train means plus the dev split's close_answer_mean (for curves)."""
         last = self._last_dev
-        score = last[1] if last and last[0] == step else self._dev_score(state, state["params"])
+        score = (last[1] if last and last[0] == step
+                 else self._dev_score(state, self.eval_params(state)))  # fmt: skip
         return {
             **train,
             "dev_close_answer_mean": score,
@@ -200,7 +228,7 @@ class Phase2Experiment(loop.Experiment):
         if not all(jax.tree.leaves(same)):
             raise RuntimeError("the frozen phase 1 router changed during phase 2")
         selected = self.cfg.phase2.select_every > 0
-        self.final = {"params": host["best"]["params"] if selected else host["params"],
+        self.final = {"params": host["best"]["params"] if selected else self.eval_params(host),
                       "frozen": host["frozen"]}  # fmt: skip
         return {
             "phase1_frozen_bit_identical": True,

@@ -25,6 +25,8 @@ from tests.experiments.cortex.fixtures import tiny_config
         ({"reasoner": {"shared_experts": 3}}, "config.reasoner.top_k=2"),
         ({"reasoner": {"route_on": "context"}}, "config.reasoner.route_on='context'"),
         ({"phase2": {"dense_lr": 0.0}}, "config.phase2.dense_lr=0.0"),
+        ({"phase2": {"ema": 1.0}}, "config.phase2.ema=1.0"),
+        ({"reasoner": {"gate_noise": -1.0}}, "config.reasoner.gate_noise=-1.0"),
         ({"log_every": 0}, "config.log_every=0"),
     ],
 )

@@ -128,3 +128,27 @@ def test_phase2_training_noise_is_drawn_per_step_and_reproducible(kind):
     assert float(clean) == pytest.approx(
         float(plain.loss(state["params"], state["frozen"], b0["q"], b0["a"])[0]), abs=1e-7
     )
+
+
+def test_phase2_ema_averages_the_parameters_and_is_what_is_selected():
+    data = synthetic_data(contexts=42)
+    p1 = {"params": Phase1Experiment(tiny_config(), data).reader.init(jax.random.key(0))}
+    off = Phase2Experiment(tiny_config(phase2={"ema": 0.0}), data, "dense", p1)
+    assert "ema" not in _fresh_state(off)
+    exp = Phase2Experiment(tiny_config(phase2={"select_every": 1, "ema": 0.3, "lr": 3e-2}), data,
+                           "dense", p1)  # fmt: skip
+    step = jax.jit(exp.train_step)
+    one, _ = step(_fresh_state(exp), *exp.batch(0))
+    two, _ = step(one, *exp.batch(1))
+    leaves = lambda *trees: zip(*map(jax.tree.leaves, trees), strict=True)  # noqa: E731
+    # the first update takes the iterate (the initial parameters get no weight); the second
+    # would take the mean (r = 1/2) but decay caps the old average's weight at 0.3
+    for a, p in leaves(one["ema"]["params"], one["params"]):
+        np.testing.assert_allclose(a, p, rtol=1e-6, atol=1e-7)
+    for a, p, q in leaves(two["ema"]["params"], one["params"], two["params"]):
+        np.testing.assert_allclose(a, 0.3 * p + 0.7 * q, rtol=1e-5, atol=1e-7)
+    assert int(two["ema"]["count"]) == 2 and exp.eval_params(two) is two["ema"]["params"]
+    assert any(not np.allclose(a, q) for a, q in leaves(two["ema"]["params"], two["params"]))
+    picked = exp.after_step({**two, "best": {**two["best"], "score": -np.inf}}, 1, {})
+    for a, b in leaves(picked["best"]["params"], two["ema"]["params"]):
+        np.testing.assert_array_equal(a, b)
