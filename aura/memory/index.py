@@ -165,8 +165,8 @@ class HippocampalIndex:
         self.chunk_size = chunk_size
         self.min_capacity = min_capacity
         self._version = (-1, -1)
-        self._ents: dict[int, frozenset[str]] = {}  # episode id -> entities (texts never change)
-        self._change: dict[int, bool] = {}  # episode id -> uses change wording
+        # episode id -> (entities, change wording), read once from its text (texts never change)
+        self._facts: dict[int, tuple[frozenset[str], bool]] = {}
         self._rebuild()
 
     # -- keeping up with the store --------------------------------------------------------------
@@ -306,17 +306,18 @@ class HippocampalIndex:
         pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
         return np.where(self.ids[pos] == ids, pos, -1)
 
-    def _entities(self, ids: np.ndarray) -> list[frozenset[str]]:
-        missing = [int(i) for i in ids if int(i) not in self._ents]
+    def _text_facts(self, ids: np.ndarray) -> list[tuple[frozenset[str], bool]]:
+        """Each episode's entities and change-wording flag, fetching the uncached texts once."""
+        missing = [int(i) for i in ids if int(i) not in self._facts]
         for e in self.store.get(missing):
-            self._ents[e.id] = entities(e.text)
-        return [self._ents.get(int(i), frozenset()) for i in ids]
+            self._facts[e.id] = (entities(e.text), states_change(e.text))
+        return [self._facts.get(int(i), (frozenset(), False)) for i in ids]
+
+    def _entities(self, ids: np.ndarray) -> list[frozenset[str]]:
+        return [ents for ents, _ in self._text_facts(ids)]
 
     def _changes(self, ids: np.ndarray) -> np.ndarray:
-        missing = [int(i) for i in ids if int(i) not in self._change]
-        for e in self.store.get(missing):
-            self._change[e.id] = states_change(e.text)
-        return np.array([self._change.get(int(i), False) for i in ids], np.float64)
+        return np.array([change for _, change in self._text_facts(ids)], np.float64)
 
     def _texts(self, ids: list[int]) -> dict[int, str]:
         return {e.id: e.text for e in self.store.get(ids)}

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from aura.experiments.cortex.config import CortexConfig
 from aura.experiments.cortex.data import CortexData
@@ -78,7 +79,7 @@ def ema_update(ema: dict, params, decay: float) -> dict:
     decay)``, then an exponential average over about ``1 / (1 - decay)`` steps."""
     n = ema["count"].astype(jnp.float32)
     r = jnp.minimum(decay, n / (n + 1.0))
-    avg = jax.tree.map(lambda a, p: r * a + (1.0 - r) * p, ema["params"], params)
+    avg = optax.incremental_update(params, ema["params"], step_size=1.0 - r)
     return {"params": avg, "count": ema["count"] + 1}
 
 
